@@ -1,0 +1,72 @@
+"""Formpost: a self-hosted form-to-email service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+from flask_wtf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import development_secret, load_config
+
+from . import handlers, health, security, views
+from .transport import make_transport
+
+log = logging.getLogger("formpost")
+
+
+def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
+    """Assemble the application: config, extensions, blueprints, error handlers.
+
+    `test_config` replaces the process environment (and `.env`) as the source
+    of settings, so tests never pick up a developer's real relay.
+    """
+    settings = load_config(test_config)
+    app = Flask(
+        __name__,
+        instance_path=settings["INSTANCE_PATH"],
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.from_mapping(settings)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = development_secret(app.instance_path)
+    _configure_logging(app)
+
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        # Trust exactly as many X-Forwarded-* entries as there are proxies we
+        # run: anything further left was written by the client.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
+
+    CSRFProtect(app)
+    transport = make_transport(app.config, app.instance_path)
+    app.extensions["formpost.transport"] = transport
+    security.init_app(app)
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(health.bp)
+    handlers.init_app(app)
+
+    if app.config["DEVELOPMENT"]:
+        log.warning(
+            "No SMTP_HOST configured: development mode. Messages are written to %s, "
+            "not sent. Set SMTP_HOST (see .env.example) to deliver real mail.",
+            transport.describe(),
+        )
+    else:
+        log.info("Delivering through %s", transport.describe())
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    logging.getLogger("formpost").setLevel(app.config["LOG_LEVEL"])
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+            level=logging.INFO,
+        )

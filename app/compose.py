@@ -1,0 +1,109 @@
+"""Build the email for a submission. Pure: no Flask, no I/O, no clock of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from jinja2 import Environment, select_autoescape
+
+from .transport import Envelope
+
+# Autoescape is what keeps a visitor's "<script>" inert in the HTML part.
+_jinja = Environment(
+    autoescape=select_autoescape(default=True, default_for_string=True)
+)
+_HTML = _jinja.from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ subject }}</title></head>
+<body style="font-family: sans-serif; line-height: 1.5">
+{%- if sender %}
+<p style="color: #555">From {{ sender }}</p>
+{%- endif %}
+<div>
+{%- for line in lines %}{{ line }}{% if not loop.last %}<br>
+{% endif %}{% endfor -%}
+</div>
+</body></html>
+"""
+)
+# SMTP wants CRLF on the wire; a fixed policy makes the stored bytes the sent bytes.
+WIRE_POLICY = policy.SMTP
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a visitor sent, already validated."""
+
+    recipient: Address
+    subject: str
+    message: str
+    name: str = ""
+    email: str = ""
+
+
+def new_message_id(mail_from: Address) -> str:
+    """Mint a Message-ID on the sender's domain (reused on every retry)."""
+    return make_msgid(domain=mail_from.domain)
+
+
+def compose(
+    submission: Submission,
+    *,
+    mail_from: Address,
+    message_id: str,
+    date: datetime,
+) -> EmailMessage:
+    """Build a multipart/alternative message: the text as typed, HTML escaped."""
+    msg = EmailMessage(policy=policy.default)
+    msg["From"] = mail_from
+    msg["To"] = submission.recipient
+    if submission.email:
+        msg["Reply-To"] = Address(
+            display_name=submission.name, addr_spec=submission.email
+        )
+    msg["Subject"] = submission.subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+
+    text = normalize_newlines(submission.message)
+    # quoted-printable keeps every line 7-bit and short, so no relay has to
+    # re-encode the body (which would break a DKIM signature later).
+    msg.set_content(text, cte="quoted-printable")
+    sender = _describe_sender(submission)
+    html = _HTML.render(
+        subject=submission.subject, sender=sender, lines=text.split("\n")
+    )
+    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    return msg
+
+
+def envelope(msg: EmailMessage, mail_from: Address) -> Envelope:
+    """Freeze a composed message into the exact bytes and envelope to send.
+
+    Envelope recipients come from the To header we set ourselves, never from
+    anything a visitor typed.
+    """
+    recipients = tuple(addr.addr_spec for addr in msg["To"].addresses)
+    return Envelope(
+        mail_from=mail_from.addr_spec,
+        recipients=recipients,
+        data=msg.as_bytes(policy=WIRE_POLICY),
+        message_id=str(msg["Message-ID"]),
+    )
+
+
+def normalize_newlines(text: str) -> str:
+    """Turn CRLF and lone CR (as browsers submit) into LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _describe_sender(submission: Submission) -> str:
+    if submission.name and submission.email:
+        return f"{submission.name} <{submission.email}>"
+    return submission.name or submission.email

@@ -1,0 +1,130 @@
+"""The hosted contact form and its validation rules."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+from email_validator import EmailNotValidError, validate_email
+from flask_wtf import FlaskForm
+from wtforms import EmailField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+SUBJECT_MAX = 200
+MESSAGE_MAX = 20_000
+NAME_MAX = 100
+EMAIL_MAX = 254
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _crlf_to_lf(value: str | None) -> str | None:
+    # Browsers submit textarea newlines as CRLF; count and store one character.
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    return value
+
+
+def has_header_breaking_chars(value: str) -> bool:
+    """Tell whether `value` holds characters that must never reach a header.
+
+    That is every control character (CR, LF, NUL, TAB, C1 ...) and the Unicode
+    line and paragraph separators.
+    """
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+
+
+def single_line(form: FlaskForm, field: StringField) -> None:
+    """Reject control characters in a header-bound field."""
+    if field.data and has_header_breaking_chars(field.data):
+        raise ValidationError("Use a single line without control characters.")
+
+
+def no_binary(form: FlaskForm, field: TextAreaField) -> None:
+    """Allow newlines and tabs in the message, but no other control characters."""
+    if field.data and any(
+        unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in field.data
+    ):
+        raise ValidationError("The message contains control characters.")
+
+
+def email_syntax(form: FlaskForm, field: EmailField) -> None:
+    """Check the address syntax only: no DNS on the request path."""
+    if not field.data:
+        return
+    try:
+        info = validate_email(
+            field.data, check_deliverability=False, allow_smtputf8=False
+        )
+    except EmailNotValidError as exc:
+        raise ValidationError(f"Enter a valid email address ({exc}).") from None
+    field.data = info.ascii_email or info.normalized
+
+
+class AliasField(SelectField):
+    """A select whose only valid values are configured recipient aliases."""
+
+    def pre_validate(self, form: FlaskForm) -> None:
+        if self.data not in {value for value, _ in self.choices or ()}:
+            raise ValidationError("Choose one of the listed recipients.")
+
+
+class ContactForm(FlaskForm):
+    """Recipient alias, optional name and email, subject and message."""
+
+    recipient = AliasField("Recipient")
+    name = StringField(
+        "Your name",
+        filters=[_strip],
+        validators=[
+            Optional(),
+            single_line,
+            Length(
+                max=NAME_MAX, message=f"Keep your name under {NAME_MAX} characters."
+            ),
+        ],
+    )
+    email = EmailField(
+        "Your email",
+        filters=[_strip],
+        validators=[
+            Optional(),
+            single_line,
+            Length(max=EMAIL_MAX, message="That email address is too long."),
+            email_syntax,
+        ],
+    )
+    subject = StringField(
+        "Subject",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter a subject."),
+            single_line,
+            Length(
+                max=SUBJECT_MAX,
+                message=f"Keep the subject under {SUBJECT_MAX} characters.",
+            ),
+        ],
+    )
+    message = TextAreaField(
+        "Message",
+        filters=[_crlf_to_lf],
+        validators=[
+            DataRequired("Enter a message."),
+            no_binary,
+            Length(
+                max=MESSAGE_MAX,
+                message=f"Keep the message under {MESSAGE_MAX:,} characters.",
+            ),
+        ],
+    )
+
+    def set_recipients(self, aliases: Iterable[str]) -> None:
+        """Offer exactly the configured aliases; anything else fails validation."""
+        self.recipient.choices = [(alias, alias) for alias in aliases]
+        # The select is hidden when there is one recipient; a post without it
+        # still means that one.
+        if len(self.recipient.choices) == 1 and not self.recipient.data:
+            self.recipient.data = self.recipient.choices[0][0]

@@ -1,0 +1,54 @@
+"""Development delivery: write each message into a local Maildir."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+
+from .errors import TransientError
+from .transport import Envelope, SendResult
+
+
+def default_maildir(instance_path: str) -> str:
+    """Return the Maildir used when no relay is configured."""
+    return os.path.join(instance_path, "maildir")
+
+
+class MaildirTransport:
+    """Deliver into a Maildir, as a local MDA would (Return-Path, Delivered-To)."""
+
+    name = "maildir"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        """Return where messages go."""
+        return f"Maildir {self.path}"
+
+    def open(self) -> _MaildirSession:
+        """Open (and create on first use) the Maildir."""
+        try:
+            return _MaildirSession(mailbox.Maildir(self.path, create=True))
+        except OSError as exc:
+            raise TransientError(f"cannot open Maildir {self.path}: {exc}") from exc
+
+
+class _MaildirSession:
+    def __init__(self, box: mailbox.Maildir) -> None:
+        self._box = box
+
+    def send(self, envelope: Envelope) -> SendResult:
+        trace = f"Return-Path: <{envelope.mail_from}>\r\n".encode()
+        for rcpt in envelope.recipients:
+            trace += f"Delivered-To: {rcpt}\r\n".encode()
+        try:
+            # Maildir writes to tmp/ and renames into new/: readers never see
+            # a half-written message.
+            self._box.add(trace + envelope.data)
+        except OSError as exc:
+            raise TransientError(f"cannot write to Maildir: {exc}") from exc
+        return SendResult()
+
+    def close(self) -> None:
+        self._box.close()

@@ -1,0 +1,247 @@
+"""Deliver over SMTP, and map every smtplib/ssl/socket failure to one hierarchy."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from config import is_loopback
+
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+)
+from .transport import Envelope, SendResult
+
+# 552 on RCPT means "too many recipients" (RFC 5321 4.5.3.1.10): try again later.
+_TRANSIENT_5XX_ON_RCPT = {552}
+
+
+@dataclass(frozen=True)
+class SMTPSettings:
+    """Where and how to reach the relay. `password` never appears in repr()."""
+
+    host: str
+    port: int
+    security: str = "starttls"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SMTPSettings(host={self.host!r}, port={self.port}, "
+            f"security={self.security!r}, username={self.username!r}, "
+            f"password={'***' if self.password else None}, timeout={self.timeout})"
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SMTPSettings:
+        """Take the SMTP_* values out of a parsed Flask config."""
+        return cls(
+            host=config["SMTP_HOST"],
+            port=config["SMTP_PORT"],
+            security=config["SMTP_SECURITY"],
+            username=config.get("SMTP_USERNAME"),
+            password=config.get("SMTP_PASSWORD"),
+            timeout=config["SMTP_TIMEOUT"],
+            ca_file=config.get("SMTP_CA_FILE"),
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Build a verifying TLS context (system CAs or SSL_CERT_FILE, or ca_file)."""
+        # create_default_context always verifies the chain and the host name;
+        # without cafile it honours SSL_CERT_FILE through OpenSSL's defaults.
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+class SMTPTransport:
+    """Deliver through an SMTP relay with STARTTLS, implicit TLS or plain SMTP."""
+
+    name = "smtp"
+
+    def __init__(self, settings: SMTPSettings) -> None:
+        self.settings = settings
+        self._context = settings.tls_context() if settings.security != "none" else None
+
+    def describe(self) -> str:
+        """Return host, port and security mode, never credentials."""
+        s = self.settings
+        auth = " with AUTH" if s.username else ""
+        return f"SMTP relay {s.host}:{s.port} ({s.security}{auth})"
+
+    def open(self) -> SMTPSession:
+        """Connect, secure and authenticate; raise a DeliveryError on failure."""
+        try:
+            return SMTPSession(self._connect())
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classify() re-raises the unknown
+            raise classify(exc, stage="connect") from exc
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        if s.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=s.timeout, context=self._context
+            )
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConfigurationError(
+                        f"{s.host}:{s.port} does not offer STARTTLS; refusing to "
+                        "continue in clear text (check SMTP_PORT and SMTP_SECURITY)"
+                    )
+                smtp.starttls(context=self._context)
+                smtp.ehlo()
+            if s.username:
+                if s.security == "none" and not is_loopback(s.host):
+                    raise ConfigurationError(
+                        "refusing to send credentials over an unencrypted connection"
+                    )
+                try:
+                    smtp.login(s.username, s.password or "")
+                except smtplib.SMTPNotSupportedError as exc:
+                    raise ConfigurationError(
+                        "relay does not offer AUTH; unset SMTP_USERNAME or use the "
+                        "submission port"
+                    ) from exc
+                except smtplib.SMTPAuthenticationError as exc:
+                    raise classify(exc, stage="auth") from exc
+                except smtplib.SMTPException as exc:
+                    if isinstance(exc, smtplib.SMTPResponseException):
+                        raise
+                    # "No suitable authentication method found."
+                    raise ConfigurationError(f"AUTH failed: {exc}") from exc
+        except BaseException:
+            _abandon(smtp)
+            raise
+        return smtp
+
+
+class SMTPSession:
+    """One authenticated connection; send several messages over it."""
+
+    def __init__(self, smtp: smtplib.SMTP) -> None:
+        self._smtp = smtp
+
+    def send(self, envelope: Envelope) -> SendResult:
+        """Send one message; raise a DeliveryError subclass if it was not accepted."""
+        try:
+            refused = self._smtp.sendmail(
+                envelope.mail_from, list(envelope.recipients), envelope.data
+            )
+        except Exception as exc:  # noqa: BLE001 - classify() re-raises the unknown
+            raise classify(exc, stage="send") from exc
+        return SendResult(
+            refused={
+                addr: (code, _text(reply)) for addr, (code, reply) in refused.items()
+            }
+        )
+
+    def alive(self) -> bool:
+        """Tell whether the connection still answers NOOP."""
+        try:
+            return self._smtp.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def close(self) -> None:
+        """Say QUIT, or just drop the socket if the relay is gone."""
+        try:
+            self._smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            _abandon(self._smtp)
+
+
+def classify(exc: BaseException, stage: str) -> DeliveryError:
+    """Map an smtplib, ssl or socket exception to the delivery hierarchy.
+
+    Unknown exception types are re-raised: a bug must not pass for a relay
+    problem.
+    """
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConfigurationError(f"TLS certificate not trusted: {exc.verify_message}")
+    if isinstance(exc, ssl.SSLError):
+        hint = ""
+        if "WRONG_VERSION_NUMBER" in str(exc).upper():
+            hint = " (the port may not speak implicit TLS: check SMTP_SECURITY)"
+        return ConfigurationError(f"TLS handshake failed: {exc.reason}{hint}")
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return _recipients_refused(exc.recipients)
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        if 400 <= exc.smtp_code < 500:
+            return TransientError(f"AUTH: {reply}", exc.smtp_code)
+        return ConfigurationError(f"AUTH refused: {reply}", exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        if 400 <= exc.smtp_code < 500:
+            return TransientError(f"MAIL FROM: {reply}", exc.smtp_code)
+        # The sender is the same for every message: this is ours to fix.
+        return ConfigurationError(
+            f"MAIL FROM <{exc.sender}> refused: {reply}", exc.smtp_code
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        where = "DATA" if isinstance(exc, smtplib.SMTPDataError) else stage
+        if 500 <= exc.smtp_code < 600 and where in ("DATA", "send"):
+            return PermanentError(f"{where}: {reply}", exc.smtp_code)
+        if 500 <= exc.smtp_code < 600:
+            # A 5xx banner or EHLO reply: the relay will not talk to us at all.
+            return ConfigurationError(f"{where}: {reply}", exc.smtp_code)
+        return TransientError(f"{where}: {reply}", exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return TransientError(f"connection closed by relay: {exc}")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return ConfigurationError(f"relay does not support a required feature: {exc}")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TransientError(f"timed out during {stage}")
+    if isinstance(exc, socket.gaierror):
+        return TransientError(f"cannot resolve relay host: {exc.strerror}")
+    if isinstance(exc, OSError):
+        return TransientError(f"network error during {stage}: {exc.strerror or exc}")
+    if isinstance(exc, smtplib.SMTPException):
+        return TransientError(f"SMTP error during {stage}: {exc}")
+    raise exc
+
+
+def _recipients_refused(
+    recipients: Mapping[str, tuple[int, bytes | str]],
+) -> DeliveryError:
+    replies = "; ".join(
+        f"<{addr}> {_reply(code, msg)}" for addr, (code, msg) in recipients.items()
+    )
+    codes = [code for code, _ in recipients.values()]
+    if all(500 <= c < 600 and c not in _TRANSIENT_5XX_ON_RCPT for c in codes):
+        return PermanentError(f"RCPT TO refused: {replies}", codes[0])
+    return TransientError(f"RCPT TO deferred: {replies}", codes[0])
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    return reply
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    return f"{code} {_text(message)}".strip()
+
+
+def _abandon(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.close()
+    except OSError:
+        pass

@@ -1,0 +1,68 @@
+"""What every delivery backend offers, and how the app picks one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A composed message ready to hand over: SMTP envelope plus exact bytes."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+    message_id: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the relay accepted: `refused` maps addresses to (code, reply)."""
+
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    """An open connection that can send several messages in a row."""
+
+    def send(self, envelope: Envelope) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """A way to deliver messages: SMTP relay or local Maildir."""
+
+    name: str
+
+    def describe(self) -> str:
+        """Return a one-line, secret-free description for logs and pages."""
+        ...
+
+    def open(self) -> Session:
+        """Open a session; raise a DeliveryError subclass if that fails."""
+        ...
+
+
+def send_one(transport: Transport, envelope: Envelope) -> SendResult:
+    """Deliver one message over a fresh session and close it."""
+    session = transport.open()
+    try:
+        return session.send(envelope)
+    finally:
+        session.close()
+
+
+def make_transport(config: Mapping[str, Any], instance_path: str) -> Transport:
+    """Build the SMTP transport, or the Maildir one when no SMTP_HOST is set."""
+    if config.get("SMTP_HOST"):
+        from .smtp import SMTPSettings, SMTPTransport
+
+        return SMTPTransport(SMTPSettings.from_config(config))
+    from .maildir import MaildirTransport, default_maildir
+
+    return MaildirTransport(
+        config.get("MAILDIR_PATH") or default_maildir(instance_path)
+    )

@@ -1,0 +1,94 @@
+"""The hosted contact form: GET shows it, POST validates, composes and sends."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from .compose import Submission, compose, envelope, new_message_id
+from .forms import ContactForm
+from .transport import Transport, send_one
+
+bp = Blueprint("hosted", __name__)
+log = logging.getLogger("formpost.views")
+
+
+def transport() -> Transport:
+    """Return the delivery backend built by create_app."""
+    return current_app.extensions["formpost.transport"]
+
+
+def contact_form() -> ContactForm:
+    """Build the form bound to the current request, offering configured aliases."""
+    form = ContactForm()
+    form.set_recipients(current_app.config["MAIL_RECIPIENTS"])
+    return form
+
+
+def render_form(
+    form: ContactForm, status: int = 200, notice: str | None = None
+) -> ResponseReturnValue:
+    """Render the page with the visitor's input, field errors and a notice."""
+    return (
+        render_template(
+            "form.html",
+            form=form,
+            notice=notice,
+            development=current_app.config["DEVELOPMENT"],
+        ),
+        status,
+    )
+
+
+@bp.get("/")
+def show() -> ResponseReturnValue:
+    """Show the empty form."""
+    return render_form(contact_form())
+
+
+@bp.post("/")
+def submit() -> ResponseReturnValue:
+    """Validate and deliver; 303 to the thank-you page, 400 with errors otherwise."""
+    form = contact_form()
+    if not form.validate():
+        return render_form(form, 400, notice="Please correct the highlighted fields.")
+
+    cfg = current_app.config
+    recipient = cfg["MAIL_RECIPIENTS"][form.recipient.data]
+    mail_from = cfg["MAIL_FROM"]
+    msg = compose(
+        Submission(
+            recipient=recipient.address,
+            subject=form.subject.data,
+            message=form.message.data,
+            name=form.name.data or "",
+            email=form.email.data or "",
+        ),
+        mail_from=mail_from,
+        message_id=new_message_id(mail_from),
+        date=datetime.now(UTC),
+    )
+    out = envelope(msg, mail_from)
+    # DeliveryError propagates to the one handler in handlers.py.
+    result = send_one(transport(), out)
+    if result.refused:
+        log.warning(
+            "relay refused some recipients of %s: %s", out.message_id, result.refused
+        )
+    log.info("sent %s to alias %s", out.message_id, recipient.alias)
+    return redirect(url_for(".thanks"), code=303)
+
+
+@bp.get("/thanks")
+def thanks() -> ResponseReturnValue:
+    """Confirm that the message went out."""
+    return render_template("thanks.html")

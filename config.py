@@ -1,0 +1,308 @@
+"""Formpost configuration: read the environment (or a `.env` file) strictly.
+
+Every setting is parsed here and nowhere else. A bad value raises `ConfigError`
+naming the variable, so the service refuses to start instead of limping along.
+`load_config()` is called by `create_app()`; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Any
+
+from dotenv import find_dotenv, load_dotenv
+from email_validator import EmailNotValidError, validate_email
+
+SECURITY_MODES = ("starttls", "tls", "none")
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+DEV_MAIL_FROM = "Formpost (development) <formpost@example.com>"
+DEV_RECIPIENTS = "demo=demo@example.com"
+ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TRUE_WORDS = {"true", "1", "yes"}
+FALSE_WORDS = {"false", "0", "no"}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One allowed destination: the alias visitors pick and the real address."""
+
+    alias: str
+    address: Address
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse settings into a Flask config mapping.
+
+    With `environ` None, read `.env` (or the file named by `FORMPOST_ENV_FILE`)
+    into the process environment first, then use `os.environ`. Tests pass a
+    mapping, so neither a developer's `.env` nor their shell leaks in.
+    """
+    if environ is None:
+        env_file = os.environ.get("FORMPOST_ENV_FILE") or find_dotenv(usecwd=True)
+        if env_file:
+            load_dotenv(env_file, override=False)
+        environ = os.environ
+    env = _Env(environ)
+
+    cfg: dict[str, Any] = {}
+    smtp_host = env.text("SMTP_HOST")
+    security = env.choice("SMTP_SECURITY", SECURITY_MODES, "starttls")
+    cfg["SMTP_HOST"] = smtp_host
+    cfg["SMTP_SECURITY"] = security
+    cfg["SMTP_PORT"] = env.integer("SMTP_PORT", DEFAULT_PORTS[security], 1, 65535)
+    cfg["SMTP_TIMEOUT"] = env.number("SMTP_TIMEOUT", 30.0, 0.1, 3600.0)
+    cfg["SMTP_USERNAME"] = env.text("SMTP_USERNAME")
+    cfg["SMTP_PASSWORD"] = _password(env)
+    cfg["SMTP_CA_FILE"] = env.file("SMTP_CA_FILE")
+    if cfg["SMTP_PASSWORD"] and not cfg["SMTP_USERNAME"]:
+        raise ConfigError("SMTP_PASSWORD is set but SMTP_USERNAME is not")
+    if smtp_host and security == "none" and cfg["SMTP_USERNAME"]:
+        if not is_loopback(smtp_host):
+            raise ConfigError(
+                "SMTP_SECURITY=none sends SMTP_PASSWORD in clear text; it is only "
+                f"allowed for a loopback relay, not {smtp_host!r}. Use starttls or tls."
+            )
+
+    # Development mode is "no relay configured": mail goes to a local Maildir
+    # and the demo defaults below apply. With a relay, nothing is defaulted.
+    development = not smtp_host
+    cfg["DEVELOPMENT"] = development
+    cfg["MAIL_FROM"] = parse_mail_from(
+        env.text("MAIL_FROM") or (DEV_MAIL_FROM if development else None)
+    )
+    raw_recipients = env.text("MAIL_RECIPIENTS") or (
+        DEV_RECIPIENTS if development else None
+    )
+    cfg["MAIL_RECIPIENTS"] = parse_recipients(raw_recipients)
+
+    secret = env.text("SECRET_KEY")
+    if not secret and not development:
+        raise ConfigError(
+            "SECRET_KEY is required when SMTP_HOST is set; generate one with: "
+            'python3 -c "import secrets; print(secrets.token_hex(32))"'
+        )
+    if secret and len(secret) < 16:
+        raise ConfigError("SECRET_KEY is too short: use at least 16 characters")
+    # None in development: create_app() then keeps a random key in the instance
+    # folder. No key is ever shipped in the code.
+    cfg["SECRET_KEY"] = secret
+    instance = env.text("INSTANCE_PATH")
+    cfg["INSTANCE_PATH"] = os.path.abspath(instance) if instance else None
+
+    cfg["MAX_CONTENT_LENGTH"] = env.integer(
+        "MAX_CONTENT_LENGTH", 64 * 1024, 1024, 2**30
+    )
+    cfg["TRUSTED_PROXY_HOPS"] = env.integer("TRUSTED_PROXY_HOPS", 0, 0, 10)
+    cfg["FRAME_ANCESTORS"] = env.items("FRAME_ANCESTORS")
+    cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
+    cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
+    cfg["LOG_LEVEL"] = env.choice(
+        "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+    )
+    return cfg
+
+
+def parse_mail_from(value: str | None) -> Address:
+    """Parse `MAIL_FROM` (`Name <addr>` or `addr`) into an Address."""
+    if not value:
+        raise ConfigError(
+            "MAIL_FROM is required when SMTP_HOST is set, "
+            "e.g. MAIL_FROM=Contact form <forms@example.com>"
+        )
+    _reject_controls("MAIL_FROM", value)
+    header = email.policy.default.header_factory("From", value)
+    if header.defects or len(header.addresses) != 1:
+        raise ConfigError(
+            f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
+        )
+    (parsed,) = header.addresses
+    addr = _checked_address("MAIL_FROM", parsed.addr_spec)
+    return Address(display_name=parsed.display_name, addr_spec=addr)
+
+
+def parse_recipients(value: str | None) -> dict[str, Recipient]:
+    """Parse `MAIL_RECIPIENTS` (`alias=address` or bare `address`, comma-separated).
+
+    A bare address gets its local part as alias. Returns aliases in the order given.
+    """
+    if not value or not value.strip():
+        raise ConfigError(
+            "MAIL_RECIPIENTS is required when SMTP_HOST is set, "
+            "e.g. MAIL_RECIPIENTS=sales=sales@example.com,support=help@example.com"
+        )
+    _reject_controls("MAIL_RECIPIENTS", value)
+    result: dict[str, Recipient] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" in item:
+            alias, _, addr = (part.strip() for part in item.partition("="))
+        else:
+            addr = item
+            alias = item.partition("@")[0].lower()
+        alias = alias.lower()
+        if not ALIAS_RE.match(alias):
+            raise ConfigError(
+                f"MAIL_RECIPIENTS: alias {alias!r} must be 1-64 of a-z, 0-9, '.', '_', "
+                "'-' and start with a letter or digit"
+            )
+        if alias in result:
+            raise ConfigError(
+                f"MAIL_RECIPIENTS: alias {alias!r} appears twice; "
+                "write alias=address to tell them apart"
+            )
+        address = _checked_address(f"MAIL_RECIPIENTS ({alias})", addr)
+        result[alias] = Recipient(alias, Address(addr_spec=address))
+    if not result:
+        raise ConfigError("MAIL_RECIPIENTS names no address")
+    return result
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether `host` is a loopback name or address (no DNS lookup)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _checked_address(variable: str, addr: str) -> str:
+    try:
+        # Syntax only: start-up must not depend on DNS being reachable.
+        info = validate_email(addr, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise ConfigError(
+            f"{variable}: {addr!r} is not a valid address: {exc}"
+        ) from None
+    return info.ascii_email or info.normalized
+
+
+def _reject_controls(variable: str, value: str) -> None:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ConfigError(f"{variable} contains control characters")
+
+
+def _password(env: _Env) -> str | None:
+    literal = env.text("SMTP_PASSWORD")
+    path = env.file("SMTP_PASSWORD_FILE")
+    if literal and path:
+        raise ConfigError("set SMTP_PASSWORD or SMTP_PASSWORD_FILE, not both")
+    if path:
+        try:
+            # Docker secrets end with a newline that is not part of the password.
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n") or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"SMTP_PASSWORD_FILE cannot be read: {exc}") from None
+    return literal
+
+
+def development_secret(instance_path: str) -> str:
+    """Return a per-installation random key kept in the instance folder.
+
+    All gunicorn workers must share one key (CSRF tokens cross workers), so it
+    is created once with O_EXCL and read by every process after that.
+    """
+    folder = Path(instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "dev-secret-key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        key = secrets.token_hex(32)
+        fh.write(key)
+    return key
+
+
+class _Env:
+    """Typed, strict accessors over an environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw, 10)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a number of seconds, got {raw!r}"
+            ) from None
+        if not low <= value <= high:  # also rejects nan
+            raise ConfigError(f"{name} must be between {low} and {high}, got {raw}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        word = raw.lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise ConfigError(f"{name} must be one of true/false/1/0/yes/no, got {raw!r}")
+
+    def choice(
+        self, name: str, choices: tuple[str, ...], default: str, upper: bool = False
+    ) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(choices)}, got {raw!r}"
+            )
+        return value
+
+    def items(self, name: str) -> list[str]:
+        raw = self.text(name)
+        if raw is None:
+            return []
+        return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def file(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if not Path(raw).is_file():
+            raise ConfigError(f"{name} points to {raw!r}, which is not a readable file")
+        return raw
