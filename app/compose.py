@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -31,8 +33,36 @@ _HTML = _jinja.from_string(
 </body></html>
 """
 )
+# Python's header parser decodes RFC 2047 encoded words on assignment, so a
+# typed "=?utf-8?q?a=0D=0ABcc:_x?=" would become a real line break and an extra
+# header. Nobody types one by hand: refuse anything that looks like one.
+_ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
 # SMTP wants CRLF on the wire; a fixed policy makes the stored bytes the sent bytes.
 WIRE_POLICY = policy.SMTP
+
+
+class UnsafeHeaderError(ValueError):
+    """Text bound for a header holds line breaks, controls or encoded words."""
+
+
+def header_text_problem(value: str) -> str | None:
+    """Say why `value` must not go into a header, or return None if it is safe.
+
+    Unsafe: any control character (CR, LF, NUL, TAB, C1 ...), the Unicode line
+    and paragraph separators, and RFC 2047 encoded-word syntax.
+    """
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+        return "control characters or line breaks"
+    if _ENCODED_WORD.search(value):
+        return "an encoded-word sequence (=?...?=)"
+    return None
+
+
+def _header_safe(field: str, value: str) -> str:
+    problem = header_text_problem(value)
+    if problem:
+        raise UnsafeHeaderError(f"{field} contains {problem}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,15 +88,20 @@ def compose(
     message_id: str,
     date: datetime,
 ) -> EmailMessage:
-    """Build a multipart/alternative message: the text as typed, HTML escaped."""
+    """Build a multipart/alternative message: the text as typed, HTML escaped.
+
+    Raise UnsafeHeaderError if header-bound text could alter the header block;
+    the form rejects such input first, this is the last line of defence.
+    """
     msg = EmailMessage(policy=policy.default)
     msg["From"] = mail_from
     msg["To"] = submission.recipient
     if submission.email:
         msg["Reply-To"] = Address(
-            display_name=submission.name, addr_spec=submission.email
+            display_name=_header_safe("name", submission.name),
+            addr_spec=_header_safe("email", submission.email),
         )
-    msg["Subject"] = submission.subject
+    msg["Subject"] = _header_safe("subject", submission.subject)
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"

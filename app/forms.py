@@ -10,6 +10,8 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from .compose import header_text_problem
+
 SUBJECT_MAX = 200
 MESSAGE_MAX = 20_000
 NAME_MAX = 100
@@ -27,19 +29,11 @@ def _crlf_to_lf(value: str | None) -> str | None:
     return value
 
 
-def has_header_breaking_chars(value: str) -> bool:
-    """Tell whether `value` holds characters that must never reach a header.
-
-    That is every control character (CR, LF, NUL, TAB, C1 ...) and the Unicode
-    line and paragraph separators.
-    """
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
-
-
 def single_line(form: FlaskForm, field: StringField) -> None:
-    """Reject control characters in a header-bound field."""
-    if field.data and has_header_breaking_chars(field.data):
-        raise ValidationError("Use a single line without control characters.")
+    """Reject text that could break out of its header (see compose)."""
+    problem = field.data and header_text_problem(field.data)
+    if problem:
+        raise ValidationError(f"Use a single line of plain text, without {problem}.")
 
 
 def no_binary(form: FlaskForm, field: TextAreaField) -> None:

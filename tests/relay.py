@@ -1,4 +1,4 @@
-"""A real SMTP relay for tests: aiosmtpd on loopback, with TLS, AUTH and scripted replies.
+"""A real SMTP relay for tests: aiosmtpd on loopback, TLS, AUTH, scripted replies.
 
 Every delivery test talks to one of these over a socket; nothing in the sender
 is mocked. Replies can be scripted per SMTP stage ("MAIL", "RCPT", "DATA") to
@@ -8,6 +8,7 @@ play a relay that defers (4xx) or refuses (5xx).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import threading
@@ -20,6 +21,9 @@ from pathlib import Path
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# aiosmtpd warns about its own deprecated login_data on every AUTH; not ours.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 USERNAME = "formpost"
 PASSWORD = "correct horse battery staple"
@@ -37,7 +41,9 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+        """Parse as a local mail store would: wire CRLF becomes LF."""
+        local = self.data.replace(b"\r\n", b"\n")
+        return message_from_bytes(local, policy=policy.default)  # type: ignore[return-value]
 
 
 @dataclass
@@ -140,9 +146,9 @@ class Relay:
     """An aiosmtpd relay on 127.0.0.1 in one of the three security modes.
 
     mode: "starttls" (STARTTLS offered and required before MAIL/AUTH),
-    "tls" (implicit TLS), "none" (plain SMTP; STARTTLS not offered). auth: require AUTH with USERNAME and
-    PASSWORD. trusted: whether the certificate chains to the CA the client
-    trusts.
+    "tls" (implicit TLS), "none" (plain SMTP; STARTTLS not offered).
+    auth: require AUTH with USERNAME and PASSWORD. trusted: whether the
+    certificate chains to the CA the client trusts.
     """
 
     def __init__(

@@ -187,4 +187,9 @@ def test_from_config_reads_parsed_settings():
         "MAIL_FROM": Address(addr_spec="a@example.com"),
     }
     s = SMTPSettings.from_config(cfg)
-    assert (s.host, s.port, s.security, s.timeout) == ("relay.example.com", 465, "tls", 12.5)
+    assert (s.host, s.port, s.security, s.timeout) == (
+        "relay.example.com",
+        465,
+        "tls",
+        12.5,
+    )

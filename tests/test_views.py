@@ -1,0 +1,278 @@
+"""The hosted form end to end: request in, real SMTP relay out."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from .conftest import csrf_token, post_form
+from .relay import free_port
+
+ONE_RECIPIENT = {"MAIL_RECIPIENTS": "team=team@example.com"}
+
+
+def test_page_offers_the_configured_aliases(client):
+    page = client.get("/").get_data(as_text=True)
+    assert '<label for="recipient">Recipient' in page
+    assert '<option value="sales">sales</option>' in page
+    assert '<option value="support">support</option>' in page
+    # The real addresses never reach the visitor.
+    assert "sales@example.com" not in page
+    assert "help@example.org" not in page
+    for label in ("Your name", "Your email", "Subject", "Message"):
+        assert label in page
+
+
+def test_single_recipient_is_hidden(make_app, relay):
+    client = make_app(relay.env(**ONE_RECIPIENT)).test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert "<select" not in page
+    assert '<input type="hidden" name="recipient" value="team">' in page
+    assert "team@example.com" not in page
+    response = post_form(client, recipient="team")
+    assert response.status_code == 303
+    assert relay.received[0].rcpt_tos == ["team@example.com"]
+
+
+def test_single_recipient_post_without_the_field_still_goes_there(make_app, relay):
+    client = make_app(relay.env(**ONE_RECIPIENT)).test_client()
+    token = csrf_token(client)
+    response = client.post(
+        "/", data={"csrf_token": token, "subject": "Hi", "message": "Body"}
+    )
+    assert response.status_code == 303
+    assert relay.received[0].rcpt_tos == ["team@example.com"]
+
+
+def test_valid_post_sends_and_redirects_303(client, relay):
+    response = post_form(client, recipient="support")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/thanks"
+    (got,) = relay.received
+    assert got.mail_from == "forms@formpost.test"
+    assert got.rcpt_tos == ["help@example.org"]
+    msg = got.message
+    assert msg["From"] == "Contact form <forms@formpost.test>"
+    assert msg["To"] == "help@example.org"
+    assert msg["Reply-To"] == "Ada Lovelace <ada@example.net>"
+    assert msg["Subject"] == "Hello"
+    assert msg["Message-ID"].endswith("@formpost.test>")
+    assert msg.get_body(("plain",)).get_content() == "A question about engines.\n"
+    thanks = client.get("/thanks")
+    assert thanks.status_code == 200
+    assert "Thank you" in thanks.get_data(as_text=True)
+
+
+def test_without_email_there_is_no_reply_to(client, relay):
+    assert post_form(client, email="", name="").status_code == 303
+    assert "Reply-To" not in relay.received[0].message
+
+
+def test_browser_crlf_is_kept_as_line_breaks(client, relay):
+    assert post_form(client, message="line one\r\nline two\r\n").status_code == 303
+    body = relay.received[0].message.get_body(("plain",)).get_content()
+    assert body == "line one\nline two\n"
+
+
+BAD_INPUT = [
+    # field, value, what the visitor is told
+    ("subject", "", "Enter a subject"),
+    ("subject", "   ", "Enter a subject"),
+    ("subject", "x" * 201, "under 200"),
+    ("subject", "Hi\r\nBcc: victim@example.com", "single line"),
+    ("subject", "Hi\nBcc: victim@example.com", "single line"),
+    ("subject", "Hi\rBcc: victim@example.com", "single line"),
+    ("subject", "nul\x00byte", "single line"),
+    ("subject", "tab\there", "single line"),
+    ("subject", "c1\x85next", "single line"),
+    ("subject", "sep\u2028arator", "single line"),
+    # Python's email package would decode these into a real CRLF + header.
+    ("subject", "=?utf-8?q?a=0D=0ABcc:_victim@example.com?=", "encoded-word"),
+    ("name", "=?utf-8?q?a=0D=0ABcc:_victim@example.com?=", "encoded-word"),
+    ("name", "n" * 101, "under 100"),
+    ("name", "Eve\r\nBcc: victim@example.com", "single line"),
+    ("name", "Eve\x00", "single line"),
+    ("email", "not-an-email", "valid email"),
+    ("email", "eve@example.com\r\nBcc: victim@example.com", "single line"),
+    ("email", "eve@example.com\nCc: victim@example.com", "single line"),
+    ("email", "eve@example.com, victim@example.com", "valid email"),
+    ("email", "Eve <eve@example.com>", "valid email"),
+    ("message", "", "Enter a message"),
+    ("message", "m" * 20_001, "under 20,000"),
+    ("message", "binary\x00data", "control characters"),
+    ("recipient", "sales@example.com", "listed recipients"),
+    ("recipient", "victim@example.com", "listed recipients"),
+    ("recipient", "ceo", "listed recipients"),
+    ("recipient", "", "listed recipients"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "error"), BAD_INPUT)
+def test_bad_input_is_400_with_input_kept_and_nothing_sent(
+    client, relay, field, value, error
+):
+    response = post_form(client, **{"message": "My text, kept", field: value})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert error in page
+    assert 'role="alert"' in page
+    assert 'aria-invalid="true"' in page
+    if field != "message":
+        assert "My text, kept" in page  # the visitor's input survives
+    assert relay.received == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("subject", "s" * 200), ("message", "m" * 20_000), ("name", "n" * 100)],
+)
+def test_limits_are_inclusive(client, relay, field, value):
+    assert post_form(client, **{field: value}).status_code == 303
+    assert len(relay.received) == 1
+
+
+def test_missing_csrf_token_is_400_and_keeps_input(client, relay):
+    response = post_form(client, token="", message="Please keep me")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "expired" in page
+    assert "Please keep me" in page
+    # A fresh token is in the re-rendered form, so a second try works.
+    assert 'name="csrf_token"' in page
+    assert relay.received == []
+
+
+def test_oversized_body_is_413_with_a_readable_page(make_app, relay):
+    client = make_app(relay.env(MAX_CONTENT_LENGTH="4096")).test_client()
+    response = post_form(client, message="x" * 5000)
+    assert response.status_code == 413
+    page = response.get_data(as_text=True)
+    assert "too large" in page
+    assert "<html" in page
+    assert relay.received == []
+
+
+def test_default_size_limit_is_64_kib(app):
+    assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+def test_relay_down_is_503_with_input_kept_and_cause_logged(make_app, relay, caplog):
+    env = relay.env(SMTP_PORT=str(free_port()))
+    client = make_app(env).test_client()
+    with caplog.at_level(logging.WARNING, logger="formpost"):
+        response = post_form(client, subject="Urgent", message="Do not lose me")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert "could not be sent" in page
+    assert "Do not lose me" in page and 'value="Urgent"' in page
+    assert "refused" not in page.lower() and "errno" not in page.lower()
+    assert any("network error" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply"),
+    [("RCPT", "451 4.3.0 Try later"), ("DATA", "554 5.7.1 Spam")],
+)
+def test_relay_refusal_is_503_and_reply_not_shown(client, relay, stage, reply):
+    relay.reply_next(stage, reply)
+    response = post_form(client)
+    assert response.status_code == 503
+    assert reply[4:] not in response.get_data(as_text=True)
+    assert relay.received == []
+
+
+def test_auth_failure_is_503_and_logged_as_error(make_app, relay, caplog):
+    client = make_app(relay.env(SMTP_PASSWORD="wrong")).test_client()
+    with caplog.at_level(logging.WARNING, logger="formpost"):
+        assert post_form(client).status_code == 503
+    (record,) = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "535" in record.getMessage()
+    assert "wrong" not in record.getMessage()
+
+
+def test_escaping_reaches_the_html_part(client, relay):
+    evil = '<script>alert("x")</script> & <b>bold</b>'
+    assert post_form(client, message=evil, name="<i>Eve</i>").status_code == 303
+    msg = relay.received[0].message
+    text = msg.get_body(("plain",)).get_content()
+    html_part = msg.get_body(("html",)).get_content()
+    assert text == evil + "\n"  # the text part is exactly as typed
+    assert "<script>" not in html_part and "<i>Eve" not in html_part
+    assert "&lt;script&gt;" in html_part
+    assert "&lt;i&gt;Eve&lt;/i&gt;" in html_part
+
+
+def test_unicode_round_trip(client, relay):
+    subject = "你好 👋 Ünïcödé café"
+    name = "Zoë 张伟 👩‍💻"
+    body = "Grüße aus Köln\n中文内容 🚀\nÉmoji: 👍🏽"
+    assert (
+        post_form(client, subject=subject, name=name, message=body).status_code == 303
+    )
+    msg = relay.received[0].message
+    assert msg["Subject"] == subject
+    assert msg["Reply-To"].addresses[0].display_name == name
+    assert msg.get_body(("plain",)).get_content() == body + "\n"
+    assert html.escape("中文内容 🚀") in msg.get_body(("html",)).get_content()
+
+
+def test_rerender_escapes_what_was_typed(client, relay):
+    response = post_form(client, subject="", message="</textarea><script>x</script>")
+    page = response.get_data(as_text=True)
+    assert "<script>x</script>" not in page
+    assert "&lt;/textarea&gt;&lt;script&gt;" in page
+
+
+# Pieces an attacker would combine: line breaks, NUL, other controls, Unicode
+# separators, and text that looks like extra headers.
+_PIECES = [
+    *"abc xyz:<>@,;\"'\\",
+    *["\r", "\n", "\r\n", "\x00", "\t", "\x0b", "\x1b", "\u2028", "\x85"],
+    *["é", "中", "👋", "Bcc: v@evil.test", "To: v@evil.test", "=?utf-8?q?x?="],
+]
+header_text = st.lists(st.sampled_from(_PIECES), max_size=12).map("".join)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    subject=header_text,
+    name=header_text,
+    email=st.one_of(
+        st.just(""),
+        st.just("ada@example.net"),
+        header_text.map(lambda s: "ada@example.net" + s),
+    ),
+    recipient=st.sampled_from(["sales", "support", "evil@evil.test", "sales\r\n"]),
+)
+def test_no_header_injection_property(client, relay, subject, name, email, recipient):
+    """For any input: either 400 and nothing sent, or exactly one safe message."""
+    before = len(relay.received)
+    response = post_form(
+        client, subject=subject, name=name, email=email, recipient=recipient
+    )
+    after = relay.received[before:]
+    event(f"status {response.status_code}")
+    if response.status_code != 303:
+        assert response.status_code == 400
+        assert after == []
+        return
+    (got,) = after
+    msg = got.message
+    assert got.mail_from == "forms@formpost.test"
+    assert set(got.rcpt_tos) <= {"sales@example.com", "help@example.org"}
+    assert len(got.rcpt_tos) == 1
+    assert len(msg.get_all("From")) == 1 and len(msg.get_all("To")) == 1
+    assert msg["From"].addresses[0].addr_spec == "forms@formpost.test"
+    assert msg.get_all("Cc") is None and msg.get_all("Bcc") is None
+    assert len(msg.get_all("Subject")) == 1
+    assert len(msg.get_all("Reply-To") or []) <= 1
+    assert msg["Subject"] == subject.strip()
