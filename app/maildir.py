@@ -29,6 +29,9 @@ class MaildirTransport:
     def open(self) -> _MaildirSession:
         """Open (and create on first use) the Maildir."""
         try:
+            # Maildir(create=True) makes only the last level; the instance
+            # folder may not exist yet on a fresh checkout.
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             return _MaildirSession(mailbox.Maildir(self.path, create=True))
         except OSError as exc:
             raise TransientError(f"cannot open Maildir {self.path}: {exc}") from exc

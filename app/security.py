@@ -29,7 +29,7 @@ def content_security_policy(frame_ancestors: list[str]) -> str:
 
 def init_app(app: Flask) -> None:
     """Install the cookie policy and the header hook."""
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.session_interface = _SchemeAwareSessionInterface()
     csp = content_security_policy(app.config["FRAME_ANCESTORS"])

@@ -186,7 +186,9 @@ class Relay:
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Stop listening (idempotent): later connections are refused."""
+        if self.controller.server is not None:
+            self.controller.stop()
 
     @property
     def received(self) -> list[Received]:
