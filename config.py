@@ -7,11 +7,13 @@ naming the variable, so the service refuses to start instead of limping along.
 
 from __future__ import annotations
 
+import email.errors
 import email.policy
 import ipaddress
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -26,6 +28,9 @@ DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 DEV_MAIL_FROM = "Formpost (development) <formpost@example.com>"
 DEV_RECIPIENTS = "demo=demo@example.com"
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# ASCII digits only: int() and float() would also take "5_87" or "٥٨٧".
+_INTEGER_RE = re.compile(r"-?[0-9]+")
+_NUMBER_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?|-?\.[0-9]+")
 TRUE_WORDS = {"true", "1", "yes"}
 FALSE_WORDS = {"false", "0", "no"}
 
@@ -101,6 +106,26 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     instance = env.text("INSTANCE_PATH")
     cfg["INSTANCE_PATH"] = os.path.abspath(instance) if instance else None
 
+    cfg["DATABASE_URL"] = _database_url(env)
+    cfg["OUTBOX_RETRY_BASE"] = env.number("OUTBOX_RETRY_BASE", 60.0, 0.01, 86400.0)
+    cfg["OUTBOX_RETRY_MAX"] = env.number("OUTBOX_RETRY_MAX", 3600.0, 0.01, 7 * 86400.0)
+    if cfg["OUTBOX_RETRY_MAX"] < cfg["OUTBOX_RETRY_BASE"]:
+        raise ConfigError("OUTBOX_RETRY_MAX must not be smaller than OUTBOX_RETRY_BASE")
+    cfg["OUTBOX_GIVE_UP_AFTER"] = env.number(
+        "OUTBOX_GIVE_UP_AFTER", 432_000.0, 1.0, 90 * 86400.0
+    )
+    cfg["OUTBOX_LEASE"] = env.number("OUTBOX_LEASE", 300.0, 1.0, 86400.0)
+    if cfg["OUTBOX_LEASE"] <= cfg["SMTP_TIMEOUT"]:
+        raise ConfigError(
+            f"OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer than "
+            f"SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a send attempt must end "
+            "before another worker may take the message over"
+        )
+    cfg["OUTBOX_POLL_INTERVAL"] = env.number("OUTBOX_POLL_INTERVAL", 1.0, 0.01, 60.0)
+    cfg["OUTBOX_BATCH"] = env.integer("OUTBOX_BATCH", 20, 1, 1000)
+    cfg["READY_RELAY_FAILING_AFTER"] = env.number(
+        "READY_RELAY_FAILING_AFTER", 900.0, 1.0, 30 * 86400.0
+    )
     cfg["MAX_CONTENT_LENGTH"] = env.integer(
         "MAX_CONTENT_LENGTH", 64 * 1024, 1024, 2**30
     )
@@ -122,12 +147,18 @@ def parse_mail_from(value: str | None) -> Address:
             "e.g. MAIL_FROM=Contact form <forms@example.com>"
         )
     _reject_controls("MAIL_FROM", value)
-    header = email.policy.default.header_factory("From", value)
-    if header.defects or len(header.addresses) != 1:
+    try:
+        header = email.policy.default.header_factory("From", value)
+        addresses = header.addresses
+    except (email.errors.HeaderParseError, IndexError, ValueError):
+        # CPython's parser raises IndexError on some truncated input ("<").
+        addresses = ()
+        header = None
+    if header is None or header.defects or len(addresses) != 1:
         raise ConfigError(
             f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
         )
-    (parsed,) = header.addresses
+    (parsed,) = addresses
     addr = _checked_address("MAIL_FROM", parsed.addr_spec)
     return Address(display_name=parsed.display_name, addr_spec=addr)
 
@@ -198,7 +229,8 @@ def _reject_controls(variable: str, value: str) -> None:
 
 
 def _password(env: _Env) -> str | None:
-    literal = env.text("SMTP_PASSWORD")
+    # Taken as given: spaces can be part of a password (env.text would strip).
+    literal = env.raw("SMTP_PASSWORD")
     path = env.file("SMTP_PASSWORD_FILE")
     if literal and path:
         raise ConfigError("set SMTP_PASSWORD or SMTP_PASSWORD_FILE, not both")
@@ -211,6 +243,21 @@ def _password(env: _Env) -> str | None:
     return literal
 
 
+def _database_url(env: _Env) -> str | None:
+    url = env.text("DATABASE_URL")
+    if url is None:
+        return None  # create_app() puts SQLite in the instance folder
+    scheme = url.partition("://")[0]
+    if not scheme.startswith(("sqlite", "postgresql")):
+        raise ConfigError(
+            "DATABASE_URL must start with sqlite:/// or postgresql+psycopg://, "
+            f"got a URL with scheme {scheme!r}"
+        )
+    if scheme in ("postgresql", "postgres"):
+        url = "postgresql+psycopg" + url[len(scheme) :]
+    return url
+
+
 def development_secret(instance_path: str) -> str:
     """Return a per-installation random key kept in the instance folder.
 
@@ -220,14 +267,20 @@ def development_secret(instance_path: str) -> str:
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "dev-secret-key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        key = secrets.token_hex(32)
-        fh.write(key)
-    return key
+    if not path.exists():
+        # Write a private temp file, then link it into place: the link either
+        # appears with the whole key in it or fails because another process
+        # won, so no reader ever sees a half-written file.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dev-secret-")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(secrets.token_hex(32))
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text(encoding="ascii").strip()
 
 
 class _Env:
@@ -235,6 +288,9 @@ class _Env:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+
+    def raw(self, name: str) -> str | None:
+        return self._environ.get(name) or None
 
     def text(self, name: str) -> str | None:
         value = self._environ.get(name)
@@ -247,10 +303,9 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return default
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if not _INTEGER_RE.fullmatch(raw):
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+        value = int(raw)
         if not low <= value <= high:
             raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
         return value
@@ -259,12 +314,9 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(
-                f"{name} must be a number of seconds, got {raw!r}"
-            ) from None
+        if not _NUMBER_RE.fullmatch(raw):
+            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}")
+        value = float(raw)
         if not low <= value <= high:  # also rejects nan
             raise ConfigError(f"{name} must be between {low} and {high}, got {raw}")
         return value
@@ -304,5 +356,6 @@ class _Env:
         if raw is None:
             return None
         if not Path(raw).is_file():
-            raise ConfigError(f"{name} points to {raw!r}, which is not a readable file")
+            # The value is not echoed: people paste the secret itself here.
+            raise ConfigError(f"{name} does not name a readable file")
         return raw

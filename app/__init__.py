@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 
 from flask import Flask
@@ -11,7 +12,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import development_secret, load_config
 
-from . import handlers, health, security, views
+from . import cli, handlers, health, security, views
+from .clock import SystemClock
+from .ledger import Ledger, default_url, make_engine, migrate
+from .outbox import OutboxSettings
 from .transport import make_transport
 
 log = logging.getLogger("formpost")
@@ -46,11 +50,19 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     CSRFProtect(app)
     transport = make_transport(app.config, app.instance_path)
     app.extensions["formpost.transport"] = transport
+    app.extensions["formpost.outbox"] = OutboxSettings.from_config(app.config)
+    if not app.config["DATABASE_URL"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["DATABASE_URL"] = default_url(app.instance_path)
+    engine = make_engine(app.config["DATABASE_URL"])
+    migrate(engine)  # creates the schema on first start, upgrades in place
+    app.extensions["formpost.ledger"] = Ledger(engine, SystemClock())
     security.init_app(app)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)
     handlers.init_app(app)
+    cli.init_app(app)
 
     if app.config["DEVELOPMENT"]:
         log.warning(

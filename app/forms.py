@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import unicodedata
 from collections.abc import Iterable
 
 from email_validator import EmailNotValidError, validate_email
 from flask_wtf import FlaskForm
-from wtforms import EmailField, SelectField, StringField, TextAreaField
+from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from .compose import header_text_problem
 
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 SUBJECT_MAX = 200
 MESSAGE_MAX = 20_000
 NAME_MAX = 100
 EMAIL_MAX = 254
+
+
+def new_form_token() -> str:
+    """Return a fresh single-use token for one rendered form."""
+    return secrets.token_urlsafe(24)
 
 
 def _strip(value: str | None) -> str | None:
@@ -114,6 +122,21 @@ class ContactForm(FlaskForm):
             ),
         ],
     )
+
+    # One per rendered form: posting the same page twice (double click,
+    # reload, back-and-resubmit) maps to one ledger row through it.
+    form_token = HiddenField()
+
+    def dedupe_key(self) -> str:
+        """Return the ledger's dedupe key for this rendered form.
+
+        A missing or malformed token (a hand-written client) gets a fresh one:
+        such a post is stored, just without double-post protection.
+        """
+        token = self.form_token.data or ""
+        if not TOKEN_RE.fullmatch(token):
+            token = self.form_token.data = new_form_token()
+        return f"hosted:{token}"
 
     def set_recipients(self, aliases: Iterable[str]) -> None:
         """Offer exactly the configured aliases; anything else fails validation."""

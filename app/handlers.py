@@ -1,4 +1,7 @@
-"""Map errors to responses, in one place, and log each failure once here."""
+"""Map errors to responses, in one place, and log each failure once here.
+
+Delivery errors never reach a request: the workers (app/outbox.py) own them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import logging
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from .errors import ConfigurationError, DeliveryError
+from .ledger import StorageError
 from .views import contact_form, render_form
 
 log = logging.getLogger("formpost.errors")
@@ -28,16 +31,18 @@ def _hosted_form_post() -> bool:
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
 
-    @app.errorhandler(DeliveryError)
-    def _delivery_failed(exc: DeliveryError) -> ResponseReturnValue:
-        # The cause goes to the log for the operator, never to the visitor.
-        level = (
-            logging.ERROR if isinstance(exc, ConfigurationError) else logging.WARNING
-        )
-        log.log(level, "delivery failed (%s): %s", exc.kind, exc.reply)
-        form = contact_form()
-        form.validate()  # re-attach normalised values; the input was valid
-        return render_form(form, 503, notice=SEND_FAILED)
+    @app.errorhandler(StorageError)
+    def _not_stored(exc: StorageError) -> ResponseReturnValue:
+        # Nothing was committed, so we must not say "thanks". The cause goes
+        # to the log for the operator, never to the visitor.
+        log.error("submission not stored: %s", exc)
+        if _hosted_form_post():
+            form = contact_form()
+            form.validate()  # re-attach normalised values; the input was valid
+            response = render_form(form, 503, notice=SEND_FAILED)
+        else:
+            response = _error_page(ServiceUnavailable(SEND_FAILED))
+        return response
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:

@@ -26,7 +26,7 @@ class MaildirTransport:
         """Return where messages go."""
         return f"Maildir {self.path}"
 
-    def open(self) -> _MaildirSession:
+    def open(self, deadline: float | None = None) -> _MaildirSession:
         """Open (and create on first use) the Maildir."""
         try:
             # Maildir(create=True) makes only the last level; the instance
@@ -41,7 +41,7 @@ class _MaildirSession:
     def __init__(self, box: mailbox.Maildir) -> None:
         self._box = box
 
-    def send(self, envelope: Envelope) -> SendResult:
+    def send(self, envelope: Envelope, deadline: float | None = None) -> SendResult:
         trace = f"Return-Path: <{envelope.mail_from}>\r\n".encode()
         for rcpt in envelope.recipients:
             trace += f"Delivered-To: {rcpt}\r\n".encode()
@@ -52,6 +52,9 @@ class _MaildirSession:
         except OSError as exc:
             raise TransientError(f"cannot write to Maildir: {exc}") from exc
         return SendResult()
+
+    def alive(self) -> bool:
+        return True
 
     def close(self) -> None:
         self._box.close()

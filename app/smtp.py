@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,45 @@ from .errors import (
     TransientError,
 )
 from .transport import Envelope, SendResult
+
+
+class _DeadlineMixin:
+    """Bound a whole SMTP exchange, not just each socket operation.
+
+    smtplib's timeout applies per read or write, so a relay that answers
+    slowly but steadily could hold a worker far beyond its lease. Before each
+    command and reply the socket timeout is cut to what is left of `deadline`
+    (a time.monotonic() value).
+    """
+
+    deadline: float | None = None
+    timeout: float
+    sock: socket.socket | None
+
+    def _arm(self) -> None:
+        if self.deadline is None or self.sock is None:
+            return
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("SMTP attempt deadline exceeded")
+        self.sock.settimeout(min(self.timeout, remaining))
+
+    def send(self, s: bytes | str) -> None:
+        self._arm()
+        super().send(s)  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._arm()
+        return super().getreply()  # type: ignore[misc]
+
+
+class _SMTP(_DeadlineMixin, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_DeadlineMixin, smtplib.SMTP_SSL):
+    pass
+
 
 # 552 on RCPT means "too many recipients" (RFC 5321 4.5.3.1.10): try again later.
 _TRANSIENT_5XX_ON_RCPT = {552}
@@ -77,23 +117,31 @@ class SMTPTransport:
         auth = " with AUTH" if s.username else ""
         return f"SMTP relay {s.host}:{s.port} ({s.security}{auth})"
 
-    def open(self) -> SMTPSession:
-        """Connect, secure and authenticate; raise a DeliveryError on failure."""
+    def open(self, deadline: float | None = None) -> SMTPSession:
+        """Connect, secure and authenticate; raise a DeliveryError on failure.
+
+        `deadline` (time.monotonic()) bounds the whole exchange.
+        """
         try:
-            return SMTPSession(self._connect())
+            return SMTPSession(self._connect(deadline))
         except DeliveryError:
             raise
         except Exception as exc:  # noqa: BLE001 - classify() re-raises the unknown
             raise classify(exc, stage="connect") from exc
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, deadline: float | None) -> smtplib.SMTP:
         s = self.settings
+        timeout = s.timeout
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - time.monotonic(), 0.001))
+        # The constructor connects and reads the banner within `timeout`.
+        smtp: _SMTP | _SMTP_SSL
         if s.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, timeout=s.timeout, context=self._context
-            )
+            smtp = _SMTP_SSL(s.host, s.port, timeout=timeout, context=self._context)
         else:
-            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            smtp = _SMTP(s.host, s.port, timeout=timeout)
+        smtp.timeout = s.timeout
+        smtp.deadline = deadline
         try:
             smtp.ehlo()
             if s.security == "starttls":
@@ -132,11 +180,15 @@ class SMTPTransport:
 class SMTPSession:
     """One authenticated connection; send several messages over it."""
 
-    def __init__(self, smtp: smtplib.SMTP) -> None:
+    def __init__(self, smtp: _SMTP | _SMTP_SSL) -> None:
         self._smtp = smtp
 
-    def send(self, envelope: Envelope) -> SendResult:
-        """Send one message; raise a DeliveryError subclass if it was not accepted."""
+    def send(self, envelope: Envelope, deadline: float | None = None) -> SendResult:
+        """Send one message; raise a DeliveryError subclass if it was not accepted.
+
+        `deadline` (time.monotonic()) bounds the whole exchange.
+        """
+        self._smtp.deadline = deadline
         try:
             refused = self._smtp.sendmail(
                 envelope.mail_from, list(envelope.recipients), envelope.data
@@ -151,6 +203,7 @@ class SMTPSession:
 
     def alive(self) -> bool:
         """Tell whether the connection still answers NOOP."""
+        self._smtp.deadline = None
         try:
             return self._smtp.noop()[0] == 250
         except (smtplib.SMTPException, OSError):

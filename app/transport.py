@@ -27,7 +27,13 @@ class SendResult:
 class Session(Protocol):
     """An open connection that can send several messages in a row."""
 
-    def send(self, envelope: Envelope) -> SendResult: ...
+    def send(self, envelope: Envelope, deadline: float | None = None) -> SendResult:
+        """Send one message, within `deadline` (time.monotonic()) if given."""
+        ...
+
+    def alive(self) -> bool:
+        """Tell whether the session can be reused (NOOP before reuse)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -41,7 +47,7 @@ class Transport(Protocol):
         """Return a one-line, secret-free description for logs and pages."""
         ...
 
-    def open(self) -> Session:
+    def open(self, deadline: float | None = None) -> Session:
         """Open a session; raise a DeliveryError subclass if that fails."""
         ...
 

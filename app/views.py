@@ -1,4 +1,4 @@
-"""The hosted contact form: GET shows it, POST validates, composes and sends."""
+"""The hosted contact form: GET shows it, POST validates, composes and stores."""
 
 from __future__ import annotations
 
@@ -10,27 +10,30 @@ from flask import (
     current_app,
     redirect,
     render_template,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 
 from .compose import Submission, compose, envelope, new_message_id
-from .forms import ContactForm
-from .transport import Transport, send_one
+from .forms import ContactForm, new_form_token
+from .ledger import Ledger
 
 bp = Blueprint("hosted", __name__)
 log = logging.getLogger("formpost.views")
 
 
-def transport() -> Transport:
-    """Return the delivery backend built by create_app."""
-    return current_app.extensions["formpost.transport"]
+def ledger() -> Ledger:
+    """Return the ledger built by create_app."""
+    return current_app.extensions["formpost.ledger"]
 
 
 def contact_form() -> ContactForm:
     """Build the form bound to the current request, offering configured aliases."""
     form = ContactForm()
     form.set_recipients(current_app.config["MAIL_RECIPIENTS"])
+    if not form.form_token.data:
+        form.form_token.data = new_form_token()
     return form
 
 
@@ -57,7 +60,11 @@ def show() -> ResponseReturnValue:
 
 @bp.post("/")
 def submit() -> ResponseReturnValue:
-    """Validate and deliver; 303 to the thank-you page, 400 with errors otherwise."""
+    """Validate, compose and commit to the ledger; then 303 to the thank-you page.
+
+    The request never talks SMTP: the workers deliver. A StorageError (the
+    commit failed) propagates to handlers.py, which answers 503.
+    """
     form = contact_form()
     if not form.validate():
         return render_form(form, 400, notice="Please correct the highlighted fields.")
@@ -77,18 +84,18 @@ def submit() -> ResponseReturnValue:
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
     )
-    out = envelope(msg, mail_from)
-    # DeliveryError propagates to the one handler in handlers.py.
-    result = send_one(transport(), out)
-    if result.refused:
-        log.warning(
-            "relay refused some recipients of %s: %s", out.message_id, result.refused
-        )
-    log.info("sent %s to alias %s", out.message_id, recipient.alias)
+    receipt = ledger().enqueue(
+        envelope(msg, mail_from),
+        form_id="hosted",
+        alias=recipient.alias,
+        subject=form.subject.data,
+        dedupe_key=form.dedupe_key(),
+    )
+    session["receipt"] = receipt
     return redirect(url_for(".thanks"), code=303)
 
 
 @bp.get("/thanks")
 def thanks() -> ResponseReturnValue:
-    """Confirm that the message went out."""
-    return render_template("thanks.html")
+    """Confirm that the message is stored, with its receipt id."""
+    return render_template("thanks.html", receipt=session.get("receipt"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.outbox import Worker
 
 from .relay import PKI, Relay
 
@@ -39,8 +41,13 @@ def make_relay(pki: PKI) -> Iterator[Callable[..., Relay]]:
     """Start relays in any mode; all are stopped at the end of the test."""
     started: list[Relay] = []
 
-    def factory(mode: str = "starttls", auth: bool = True, trusted: bool = True):
-        relay = Relay(pki, mode=mode, auth=auth, trusted=trusted).start()
+    def factory(
+        mode: str = "starttls",
+        auth: bool = True,
+        trusted: bool = True,
+        port: int | None = None,
+    ) -> Relay:
+        relay = Relay(pki, mode=mode, auth=auth, trusted=trusted, port=port).start()
         started.append(relay)
         return relay
 
@@ -53,6 +60,42 @@ def make_relay(pki: PKI) -> Iterator[Callable[..., Relay]]:
 def relay(make_relay: Callable[..., Relay]) -> Relay:
     """The usual production shape: STARTTLS on a submission port, with AUTH."""
     return make_relay()
+
+
+PG_URL = os.environ.get(
+    "FORMPOST_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_or_skip() -> None:
+    import psycopg
+
+    try:
+        psycopg.connect(
+            PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
+        ).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}".strip())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A fresh, empty ledger database: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    _postgres_or_skip()
+    import psycopg
+
+    schema = f"formpost_test_{uuid.uuid4().hex[:12]}"
+    plain = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
@@ -90,6 +133,21 @@ def csrf_token(client: FlaskClient, path: str = "/") -> str:
     if match is None:
         raise AssertionError("form has no CSRF token")
     return match.group(1)
+
+
+def deliver(app: Flask, clock=None) -> int:
+    """Run a worker over the app's queue until nothing is due; return rows tried."""
+    ledger = app.extensions["formpost.ledger"]
+    worker = Worker(
+        ledger=ledger,
+        transport=app.extensions["formpost.transport"],
+        settings=app.extensions["formpost.outbox"],
+        clock=clock or ledger.clock,
+    )
+    total = 0
+    while count := worker.run_once():
+        total += count
+    return total
 
 
 def post_form(client: FlaskClient, token: str | None = None, **fields: str):

@@ -76,8 +76,10 @@ class _Handler:
     )
     refuse: dict[str, str] = field(default_factory=dict)
     data_delay: float = 0.0
+    drop_after_data: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    connections: int = 0
+    sessions: list = field(default_factory=list)
+    data_started: threading.Event = field(default_factory=threading.Event)
 
     def _scripted(self, stage: str) -> str | None:
         with self.lock:
@@ -86,6 +88,9 @@ class _Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        with self.lock:
+            if not any(s is session for s in self.sessions):
+                self.sessions.append(session)
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -106,8 +111,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.data_started.set()
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+            if server.transport is None or server.transport.is_closing():
+                # The client is gone (killed mid-transaction): it never saw a
+                # 250, so, like a real MTA, do not deliver.
+                return "451 4.4.2 Connection lost"
         reply = self._scripted("DATA")
         if reply:
             return reply
@@ -123,6 +133,10 @@ class _Handler:
                     login=login.decode() if isinstance(login, bytes) else login,
                 )
             )
+        if self.drop_after_data > 0:
+            # Hang up just after answering: the sender finds out on reuse.
+            self.drop_after_data -= 1
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
         return "250 2.0.0 Ok: queued"
 
 
@@ -157,12 +171,13 @@ class Relay:
         mode: str = "starttls",
         auth: bool = True,
         trusted: bool = True,
+        port: int | None = None,
     ) -> None:
         self.mode = mode
         self.auth = auth
         self.pki = pki
         self.handler = _Handler()
-        self.port = free_port()
+        self.port = port or free_port()
         kwargs: dict = {
             "authenticator": _authenticator,
             "auth_required": auth,
@@ -194,6 +209,12 @@ class Relay:
     def received(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.received)
+
+    @property
+    def connections(self) -> int:
+        """How many SMTP sessions (connections) have said EHLO."""
+        with self.handler.lock:
+            return len(self.handler.sessions)
 
     def reply_next(self, stage: str, reply: str, times: int = 1) -> None:
         """Answer the next `times` commands of `stage` with `reply`."""

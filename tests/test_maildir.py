@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import mailbox
 import os
-from email import policy
+from email import message_from_bytes, policy
 
 from app.maildir import MaildirTransport
 from app.transport import Envelope, send_one
 
-from .conftest import post_form
+from .conftest import deliver, post_form
 
 
 def test_without_smtp_host_messages_land_in_the_instance_maildir(make_app, caplog):
@@ -21,11 +21,10 @@ def test_without_smtp_host_messages_land_in_the_instance_maildir(make_app, caplo
     page = client.get("/").get_data(as_text=True)
     assert "Development mode" in page
     assert post_form(client, recipient="demo", subject="Dev hello").status_code == 303
+    assert deliver(app) == 1  # the same ledger and worker as with a relay
 
     box = mailbox.Maildir(os.path.join(app.instance_path, "maildir"), create=False)
     (raw,) = [box.get_bytes(key) for key in box.keys()]
-    from email import message_from_bytes
-
     msg = message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)
     assert msg["Subject"] == "Dev hello"
     assert msg["To"] == "demo@example.com"

@@ -1,0 +1,132 @@
+"""Operator commands: `flask --app wsgi worker` and `flask --app wsgi outbox ...`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import FrameType
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .ledger import STATES, Ledger
+from .outbox import Worker
+
+outbox = AppGroup("outbox", help="Inspect and manage the delivery queue.")
+
+
+def _ledger() -> Ledger:
+    return current_app.extensions["formpost.ledger"]
+
+
+def _age(seconds: float | None) -> str:
+    """Format a duration compactly: 42s, 17m, 3h05m, 2d4h."""
+    if seconds is None:
+        return "-"
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+@click.command("worker")
+def worker_command() -> None:
+    """Deliver queued messages until SIGTERM or Ctrl-C (then drain and exit)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    worker = Worker(
+        ledger=app.extensions["formpost.ledger"],
+        transport=app.extensions["formpost.transport"],
+        settings=app.extensions["formpost.outbox"],
+        clock=app.extensions["formpost.ledger"].clock,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        # Finish the message in flight, release the rest of the batch, exit.
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run()
+
+
+@outbox.command("status")
+def status_command() -> None:
+    """Show counts by state and the age of the oldest pending message."""
+    stats = _ledger().stats()
+    for state in STATES:
+        click.echo(f"{state:<8} {stats.counts[state]:>8}")
+    click.echo(f"oldest pending: {_age(stats.oldest_pending_age)}")
+    relay = stats.relay
+    if relay and relay["failing_since"] is not None:
+        since = _age(time.time() - relay["failing_since"])
+        click.echo(
+            f"relay: FAILING for {since} ({relay['last_error_kind']}): "
+            f"{relay['last_error']}"
+        )
+    elif relay:
+        click.echo("relay: ok")
+    else:
+        click.echo("relay: no delivery attempted yet")
+
+
+@outbox.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only rows in this state.")
+@click.option("--limit", default=50, show_default=True, help="How many rows.")
+def list_command(state: str | None, limit: int) -> None:
+    """List submissions, newest first."""
+    ledger = _ledger()
+    now = ledger.clock.now()
+    rows = ledger.rows(state=state, limit=limit)
+    if not rows:
+        click.echo("no submissions" + (f" in state {state}" if state else ""))
+        return
+    click.echo(
+        f"{'ID':>6}  {'RECEIPT':<9}  {'STATE':<7}  {'AGE':>5}  {'TRIES':>5}  "
+        f"{'TO':<12}  {'SUBJECT':<30}  LAST REPLY"
+    )
+    for r in rows:
+        subject = r.subject if len(r.subject) <= 30 else r.subject[:29] + "…"
+        reply = (r.last_reply or "").replace("\n", " ")
+        click.echo(
+            f"{r.id:>6}  {r.receipt:<9}  {r.state:<7}  {_age(now - r.created_at):>5}  "
+            f"{r.attempts:>5}  {r.recipient_alias[:12]:<12}  {subject:<30}  "
+            f"{reply[:60]}"
+        )
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-failed", is_flag=True, help="Requeue every failed message.")
+def retry_command(ids: tuple[int, ...], all_failed: bool) -> None:
+    """Move failed messages back to the queue, due now."""
+    if bool(ids) == all_failed:
+        raise click.UsageError("give message IDs or --all-failed (not both)")
+    count = _ledger().requeue(None if all_failed else ids)
+    click.echo(f"requeued {count} message{'s' if count != 1 else ''}")
+    if ids and count < len(ids):
+        click.echo("(only failed messages can be retried)", err=True)
+
+
+@outbox.command("purge")
+@click.option(
+    "--sent-older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete sent messages older than this many days.",
+)
+def purge_command(days: float) -> None:
+    """Delete delivered messages past their retention (pending/failed are kept)."""
+    count = _ledger().purge_sent(days * 86400)
+    click.echo(f"purged {count} sent message{'s' if count != 1 else ''}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands."""
+    app.cli.add_command(worker_command)
+    app.cli.add_command(outbox)

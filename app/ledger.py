@@ -1,0 +1,529 @@
+"""The ledger: every accepted submission, durably stored, and the queue over it.
+
+One table (`submissions`) is queue, archive, dead-letter store and dedupe
+index. SQLAlchemy Core only; the same statements run on SQLite (embedded
+default, WAL + synchronous=FULL) and PostgreSQL (several machines).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from .clock import Clock
+from .transport import Envelope
+
+STATES = ("pending", "sending", "sent", "failed")
+RECEIPT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud
+RELAY_KEY = "relay"
+
+
+class StorageError(Exception):
+    """The ledger could not store or read; the visitor must not be told "sent"."""
+
+
+metadata = MetaData()
+
+# The current shape of the tables, used by the queries below. The DDL that
+# creates and upgrades them lives in MIGRATIONS and is frozen per version.
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("receipt", String(16), nullable=False, unique=True),
+    Column("form_id", String(64), nullable=False),
+    Column("recipient_alias", String(64), nullable=False),
+    Column("mail_from", String(320), nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("dedupe_key", String(160), unique=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("queued_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("claim_token", String(32)),
+    Column("last_attempt_at", Float),
+    Column("last_error_kind", String(16)),
+    Column("last_reply", Text),
+    Column("sent_at", Float),
+)
+relay_health = Table(
+    "relay_health",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("failing_since", Float),
+    Column("last_error_at", Float),
+    Column("last_error_kind", String(16)),
+    Column("last_error", Text),
+    Column("last_success_at", Float),
+)
+schema_version = Table(
+    "formpost_schema", metadata, Column("version", Integer, nullable=False)
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row a worker holds under lease: everything needed to send it."""
+
+    id: int
+    receipt: str
+    claim_token: str
+    envelope: Envelope
+    attempts: int
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts by state and the age of the oldest due message."""
+
+    counts: dict[str, int]
+    oldest_pending_age: float | None
+    relay: dict[str, Any] | None
+
+    @property
+    def backlog(self) -> int:
+        return self.counts.get("pending", 0) + self.counts.get("sending", 0)
+
+
+def default_url(instance_path: str) -> str:
+    """Return the embedded default: a SQLite file in the instance folder."""
+    return f"sqlite:///{instance_path}/formpost.db"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; on SQLite set WAL, synchronous=FULL and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (below) instead of the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed submission survives power loss, not just a crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front. A deferred transaction that
+        # reads first and then writes can fail with "database is locked"
+        # without waiting for the busy timeout; this one waits its turn.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def new_receipt() -> str:
+    """Return a short, unambiguous receipt id such as 'K7M2-Q9XD'."""
+    chars = "".join(secrets.choice(RECEIPT_ALPHABET) for _ in range(8))
+    return f"{chars[:4]}-{chars[4:]}"
+
+
+class Ledger:
+    """Durable storage of submissions and the delivery queue's state changes."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- request path ------------------------------------------------------
+
+    def enqueue(
+        self,
+        envelope: Envelope,
+        *,
+        form_id: str,
+        alias: str,
+        subject: str,
+        dedupe_key: str | None = None,
+    ) -> str:
+        """INSERT and COMMIT one submission; return its receipt.
+
+        A second post with the same dedupe_key stores nothing and returns the
+        first one's receipt. Raise StorageError if the row is not committed.
+        """
+        now = self.clock.now()
+        receipt = new_receipt()
+        row = {
+            "receipt": receipt,
+            "form_id": form_id,
+            "recipient_alias": alias,
+            "mail_from": envelope.mail_from,
+            "recipients": ",".join(envelope.recipients),
+            "subject": subject[:400],
+            "message_id": envelope.message_id,
+            "raw": envelope.data,
+            "dedupe_key": dedupe_key,
+            "state": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "queued_at": now,
+            "next_attempt_at": now,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(submissions.insert(), row)
+            return receipt
+        except IntegrityError:
+            if dedupe_key is None:
+                raise StorageError("could not store the submission") from None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not store the submission: {exc}") from exc
+        existing = self._receipt_for(dedupe_key)
+        if existing is None:
+            raise StorageError("duplicate submission vanished")
+        return existing
+
+    def _receipt_for(self, dedupe_key: str) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(submissions.c.receipt).where(
+                        submissions.c.dedupe_key == dedupe_key
+                    )
+                ).scalar()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not read the ledger: {exc}") from exc
+
+    # -- worker ------------------------------------------------------------
+
+    def claim(self, batch: int, lease: float) -> list[Claimed]:
+        """Take up to `batch` due rows under a lease, in one statement.
+
+        Due: pending and next_attempt_at reached, or sending with an expired
+        lease (its worker died). FOR UPDATE SKIP LOCKED lets concurrent
+        workers on PostgreSQL take disjoint rows; SQLite renders it as nothing
+        and serialises writers instead.
+        """
+        now = self.clock.now()
+        token = secrets.token_hex(16)
+        due = (
+            select(submissions.c.id)
+            .where(
+                or_(
+                    (submissions.c.state == "pending")
+                    & (submissions.c.next_attempt_at <= now),
+                    (submissions.c.state == "sending")
+                    & (submissions.c.lease_until < now),
+                )
+            )
+            .order_by(submissions.c.next_attempt_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(submissions)
+            .where(submissions.c.id.in_(due.scalar_subquery()))
+            .values(
+                state="sending",
+                lease_until=now + lease,
+                claim_token=token,
+                attempts=submissions.c.attempts + 1,
+                last_attempt_at=now,
+            )
+            .returning(
+                submissions.c.id,
+                submissions.c.receipt,
+                submissions.c.mail_from,
+                submissions.c.recipients,
+                submissions.c.raw,
+                submissions.c.message_id,
+                submissions.c.attempts,
+                submissions.c.queued_at,
+            )
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        claimed = [
+            Claimed(
+                id=r.id,
+                receipt=r.receipt,
+                claim_token=token,
+                envelope=Envelope(
+                    mail_from=r.mail_from,
+                    recipients=tuple(r.recipients.split(",")),
+                    data=bytes(r.raw),
+                    message_id=r.message_id,
+                ),
+                attempts=r.attempts,
+                queued_at=r.queued_at,
+            )
+            for r in rows
+        ]
+        claimed.sort(key=lambda c: c.id)
+        return claimed
+
+    def extend(self, rows: Sequence[Claimed], lease: float) -> None:
+        """Push the lease of rows still held further into the future."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(submissions)
+                .where(
+                    submissions.c.id.in_([r.id for r in rows]),
+                    submissions.c.claim_token == rows[0].claim_token,
+                    submissions.c.state == "sending",
+                )
+                .values(lease_until=self.clock.now() + lease)
+            )
+
+    def _settle(self, row: Claimed, **values: Any) -> bool:
+        # Only the holder of the current claim may record an outcome: after a
+        # lost lease another worker owns the row.
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(submissions)
+                .where(
+                    submissions.c.id == row.id,
+                    submissions.c.claim_token == row.claim_token,
+                    submissions.c.state == "sending",
+                )
+                .values(lease_until=None, claim_token=None, **values)
+            )
+        return result.rowcount == 1
+
+    def mark_sent(self, row: Claimed, reply: str = "250 accepted") -> bool:
+        """Record that the relay accepted the message."""
+        now = self.clock.now()
+        return self._settle(
+            row, state="sent", sent_at=now, last_reply=reply, last_error_kind=None
+        )
+
+    def mark_retry(self, row: Claimed, kind: str, reply: str, delay: float) -> bool:
+        """Put the row back in the queue, due after `delay` seconds."""
+        return self._settle(
+            row,
+            state="pending",
+            next_attempt_at=self.clock.now() + delay,
+            last_error_kind=kind,
+            last_reply=reply,
+        )
+
+    def mark_failed(self, row: Claimed, kind: str, reply: str) -> bool:
+        """Dead-letter the row, keeping the relay's reply."""
+        return self._settle(row, state="failed", last_error_kind=kind, last_reply=reply)
+
+    def release(self, rows: Iterable[Claimed]) -> None:
+        """Give back rows that were claimed but not attempted (shutdown)."""
+        for row in rows:
+            self._settle(
+                row,
+                state="pending",
+                attempts=submissions.c.attempts - 1,
+                next_attempt_at=self.clock.now(),
+            )
+
+    def record_relay(self, error_kind: str | None, error: str | None = None) -> None:
+        """Remember whether the relay works, for /readyz and alerts."""
+        now = self.clock.now()
+        if error_kind is None:
+            values: dict[str, Any] = {"failing_since": None, "last_success_at": now}
+        else:
+            values = {
+                "last_error_at": now,
+                "last_error_kind": error_kind,
+                "last_error": error,
+                "failing_since": func.coalesce(relay_health.c.failing_since, now),
+            }
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(relay_health)
+                .where(relay_health.c.key == RELAY_KEY)
+                .values(**values)
+            )
+            if result.rowcount == 0:
+                if error_kind is not None:
+                    values["failing_since"] = now
+                conn.execute(relay_health.insert().values(key=RELAY_KEY, **values))
+
+    # -- operators ---------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """Count rows by state; find the oldest pending one; read relay health."""
+        now = self.clock.now()
+        try:
+            with self.engine.connect() as conn:
+                return self._stats(conn, now)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not read the ledger: {exc}") from exc
+
+    def _stats(self, conn: Connection, now: float) -> Stats:
+        counts = dict(
+            conn.execute(
+                select(submissions.c.state, func.count()).group_by(submissions.c.state)
+            ).all()
+        )
+        oldest = conn.execute(
+            select(func.min(submissions.c.queued_at)).where(
+                submissions.c.state.in_(("pending", "sending"))
+            )
+        ).scalar()
+        relay = conn.execute(
+            select(relay_health).where(relay_health.c.key == RELAY_KEY)
+        ).first()
+        return Stats(
+            counts={state: counts.get(state, 0) for state in STATES},
+            oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
+            relay=None if relay is None else dict(relay._mapping),
+        )
+
+    def rows(self, state: str | None = None, limit: int = 50) -> list[Any]:
+        """List submissions, newest first, without their message bytes."""
+        cols = [c for c in submissions.c if c.name != "raw"]
+        query = select(*cols).order_by(submissions.c.id.desc()).limit(limit)
+        if state:
+            query = query.where(submissions.c.state == state)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def requeue(self, ids: Iterable[int] | None = None) -> int:
+        """Move failed rows (the given ids, or all) back to pending, due now."""
+        now = self.clock.now()
+        stmt = update(submissions).where(submissions.c.state == "failed")
+        if ids is not None:
+            stmt = stmt.where(submissions.c.id.in_(list(ids)))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                stmt.values(state="pending", next_attempt_at=now, queued_at=now)
+            )
+        return result.rowcount
+
+    def purge_sent(self, older_than: float) -> int:
+        """Delete sent rows whose sent_at is more than `older_than` seconds ago."""
+        cutoff = self.clock.now() - older_than
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                submissions.delete().where(
+                    submissions.c.state == "sent", submissions.c.sent_at < cutoff
+                )
+            )
+        return result.rowcount
+
+    def ping(self) -> None:
+        """Raise StorageError unless the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError as exc:
+            raise StorageError(str(exc)) from exc
+
+
+# -- schema versions ---------------------------------------------------------
+#
+# Each entry upgrades the schema by one version and is never edited once
+# released: a database at version N runs entries N+1.. in one transaction, so
+# every existing row is kept (ALTER/INSERT ... SELECT, never drop-and-create).
+
+
+def _v1_initial(conn: Connection) -> None:
+    v1 = MetaData()
+    Table(
+        "submissions",
+        v1,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("receipt", String(16), nullable=False, unique=True),
+        Column("form_id", String(64), nullable=False),
+        Column("recipient_alias", String(64), nullable=False),
+        Column("mail_from", String(320), nullable=False),
+        Column("recipients", Text, nullable=False),
+        Column("subject", String(400), nullable=False),
+        Column("message_id", String(255), nullable=False, unique=True),
+        Column("raw", LargeBinary, nullable=False),
+        Column("dedupe_key", String(160), unique=True),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("queued_at", Float, nullable=False),
+        Column("next_attempt_at", Float, nullable=False),
+        Column("lease_until", Float),
+        Column("claim_token", String(32)),
+        Column("last_attempt_at", Float),
+        Column("last_error_kind", String(16)),
+        Column("last_reply", Text),
+        Column("sent_at", Float),
+        Index("ix_submissions_due", "state", "next_attempt_at"),
+    )
+    Table(
+        "relay_health",
+        v1,
+        Column("key", String(32), primary_key=True),
+        Column("failing_since", Float),
+        Column("last_error_at", Float),
+        Column("last_error_kind", String(16)),
+        Column("last_error", Text),
+        Column("last_success_at", Float),
+    )
+    v1.create_all(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to SCHEMA_VERSION, keeping every row; return the version.
+
+    Safe to run from several processes at once: PostgreSQL takes an advisory
+    lock, SQLite's BEGIN IMMEDIATE serialises the upgrade.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7453101)")
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(select(func.max(schema_version.c.version))).scalar()
+        current = current or 0
+        if current > SCHEMA_VERSION:
+            raise StorageError(
+                f"database schema is version {current}, newer than this Formpost "
+                f"({SCHEMA_VERSION}); upgrade Formpost"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(schema_version.delete())
+            conn.execute(schema_version.insert().values(version=version))
+        return SCHEMA_VERSION
+
+
+def current_version(engine: Engine) -> int:
+    """Return the schema version stored in the database (0 when empty)."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, "formpost_schema"):
+            return 0
+        return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0

@@ -1,0 +1,420 @@
+"""The pure message builder: headers, parts, escaping and the exact wire bytes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.compose import (
+    WIRE_POLICY,
+    Submission,
+    UnsafeHeaderError,
+    compose,
+    envelope,
+    header_text_problem,
+    new_message_id,
+    normalize_newlines,
+)
+from app.transport import Envelope
+
+MAIL_FROM = Address("Contact form", addr_spec="forms@example.com")
+RECIPIENT = Address(addr_spec="sales@example.com")
+DATE = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)
+MESSAGE_ID = "<fixed.1234@example.com>"
+
+
+def submission(**fields: str) -> Submission:
+    values = {
+        "subject": "A question",
+        "message": "Hello,\nhow are you?",
+        "name": "Ada Lovelace",
+        "email": "ada@example.net",
+    }
+    values.update(fields)
+    return Submission(recipient=RECIPIENT, **values)
+
+
+def build(sub: Submission) -> tuple[EmailMessage, Envelope, EmailMessage]:
+    """Compose, freeze and parse the wire bytes back as a receiver would."""
+    msg = compose(sub, mail_from=MAIL_FROM, message_id=MESSAGE_ID, date=DATE)
+    env = envelope(msg, MAIL_FROM)
+    parsed = email.message_from_bytes(env.data, policy=email.policy.default)
+    return msg, env, parsed
+
+
+def text_of(msg: EmailMessage, subtype: str) -> str:
+    """The decoded content of the text/<subtype> part, with LF line ends."""
+    part = msg.get_body((subtype,))
+    assert part is not None
+    return part.get_content().replace("\r\n", "\n")
+
+
+def as_mime_text(typed: str) -> str:
+    """What a text part carries for `typed`: MIME text ends with a line break."""
+    text = normalize_newlines(typed)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def header_block(data: bytes) -> list[bytes]:
+    """The top-level header lines of `data`, unfolded."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return re.sub(rb"\r\n[ \t]", b" ", head).split(b"\r\n")
+
+
+# --- headers --------------------------------------------------------------------
+
+
+def test_headers():
+    _, _, parsed = build(submission())
+    assert parsed["From"] == "Contact form <forms@example.com>"
+    (sender,) = parsed["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == (
+        "Contact form",
+        "forms@example.com",
+    )
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["sales@example.com"]
+    (reply_to,) = parsed["Reply-To"].addresses
+    assert (reply_to.display_name, reply_to.addr_spec) == (
+        "Ada Lovelace",
+        "ada@example.net",
+    )
+    assert parsed["Subject"] == "A question"
+    assert parsed["Date"] == "Wed, 01 May 2024 12:30:15 +0000"
+    assert parsed["Date"].datetime == DATE
+    assert parsed["Message-ID"] == MESSAGE_ID
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["MIME-Version"] == "1.0"
+
+
+def test_date_keeps_the_offset_it_is_given():
+    date = datetime(2024, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))
+    msg = compose(submission(), mail_from=MAIL_FROM, message_id=MESSAGE_ID, date=date)
+    assert msg["Date"] == "Tue, 31 Dec 2024 23:59:00 -0500"
+    assert msg["Date"].datetime == date
+
+
+def test_visitor_never_becomes_the_sender():
+    """DMARC: From and the envelope sender are ours, the visitor only in Reply-To."""
+    _, env, parsed = build(submission(email="mallory@evil.example"))
+    assert "evil" not in str(parsed["From"])
+    assert env.mail_from == "forms@example.com"
+    assert env.recipients == ("sales@example.com",)
+    assert parsed.get_all("Sender") is None
+
+
+def test_no_reply_to_without_email():
+    _, _, parsed = build(submission(email=""))
+    assert parsed.get_all("Reply-To") is None
+    assert parsed["From"] == "Contact form <forms@example.com>"
+
+
+def test_reply_to_without_name_is_the_bare_address():
+    _, _, parsed = build(submission(name=""))
+    assert parsed["Reply-To"] == "ada@example.net"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Evil, <attacker@evil.example>",
+        'Mallory" <m@evil.example>, "x',
+        'a\\b"c',
+        "Bcc: m@evil.example",
+    ],
+)
+def test_name_cannot_add_a_reply_to_address(name):
+    _, env, parsed = build(submission(name=name))
+    (reply_to,) = parsed["Reply-To"].addresses
+    assert reply_to.addr_spec == "ada@example.net"
+    assert reply_to.display_name == name
+    assert parsed.get_all("Bcc") is None
+    assert env.recipients == ("sales@example.com",)
+
+
+def test_no_cc_or_bcc_headers():
+    _, _, parsed = build(
+        submission(subject="Cc: a@evil.example", name="Bcc: b@evil.example")
+    )
+    for name in ("Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"):
+        assert parsed.get_all(name) is None
+    assert parsed.keys().count("To") == 1
+
+
+def test_long_subject_stays_one_header():
+    """200 characters are folded over several lines but unfold into one Subject."""
+    subject = ("Bcc: evil@example.org To: x@example.org " * 5)[:200].strip()
+    assert len(subject) >= 199
+    _, env, parsed = build(submission(subject=subject))
+    assert parsed["Subject"] == subject
+    assert parsed.get_all("Bcc") is None
+    assert parsed.get_all("Subject") == [subject]
+    names = [line.split(b":", 1)[0] for line in header_block(env.data)]
+    assert names.count(b"Subject") == 1
+    assert names.count(b"To") == 1
+    assert b"Bcc" not in names
+    assert set(names) <= {
+        b"From",
+        b"To",
+        b"Reply-To",
+        b"Subject",
+        b"Date",
+        b"Message-ID",
+        b"Auto-Submitted",
+        b"MIME-Version",
+        b"Content-Type",
+    }
+
+
+@pytest.mark.parametrize("field", ["subject", "name", "email"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\r\nBcc: evil@example.org",
+        "x\nBcc: evil@example.org",
+        "x\rBcc: evil@example.org",
+        "x\x00y",
+        "x\ty",
+        "x\x85y",
+        "x\u2028Bcc: evil@example.org",
+        "x\u2029y",
+        "=?utf-8?q?a=0D=0ABcc:_evil@example.org?=",
+    ],
+)
+def test_header_breaking_input_is_refused(field, value):
+    """The form rejects these first; compose refuses them as a last defence."""
+    assert header_text_problem(value)
+    with pytest.raises(UnsafeHeaderError):
+        compose(
+            submission(**{field: value}),
+            mail_from=MAIL_FROM,
+            message_id=MESSAGE_ID,
+            date=DATE,
+        )
+
+
+@pytest.mark.parametrize(
+    "value", ["Plain text", "Zoë 李 👩‍💻", "a = b? c", "50% off = ?", ""]
+)
+def test_ordinary_header_text_has_no_problem(value):
+    assert header_text_problem(value) is None
+
+
+# --- Message-ID -------------------------------------------------------------------
+
+
+def test_new_message_id_on_sender_domain_and_unique():
+    ids = {new_message_id(MAIL_FROM) for _ in range(100)}
+    assert len(ids) == 100
+    for mid in ids:
+        assert re.fullmatch(r"<[^<>@\s]+@example\.com>", mid)
+
+
+def test_message_id_is_the_one_passed_in():
+    """A retry rebuilds the message with the stored id: it must come out unchanged."""
+    mid = new_message_id(MAIL_FROM)
+    first = compose(submission(), mail_from=MAIL_FROM, message_id=mid, date=DATE)
+    again = compose(submission(), mail_from=MAIL_FROM, message_id=mid, date=DATE)
+    for msg in (first, again):
+        assert msg["Message-ID"] == mid
+        assert envelope(msg, MAIL_FROM).message_id == mid
+
+
+# --- structure and content --------------------------------------------------------
+
+
+def test_multipart_alternative_text_then_html():
+    _, _, parsed = build(submission())
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = list(parsed.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert [p.get_content_charset() for p in parts] == ["utf-8", "utf-8"]
+
+
+TRICKY = (
+    'Dear team,\r\n\r\n  indented <script>alert(1)</script> & "quoted"\r\n'
+    "Fish & chips > 3 < 4\rlast line"
+)
+
+
+def test_text_part_is_the_message_as_typed():
+    """Not escaped, not re-wrapped; only CRLF and lone CR become LF."""
+    msg, _, parsed = build(submission(message=TRICKY))
+    expected = (
+        'Dear team,\n\n  indented <script>alert(1)</script> & "quoted"\n'
+        "Fish & chips > 3 < 4\nlast line\n"
+    )
+    assert as_mime_text(TRICKY) == expected
+    assert msg.get_body(("plain",)).get_content() == expected
+    assert text_of(parsed, "plain") == expected
+
+
+@pytest.mark.parametrize("typed", ["ends with newline\n", "two\n\n", "x\n\n\n  \n"])
+def test_text_part_keeps_trailing_lines(typed):
+    _, _, parsed = build(submission(message=typed))
+    assert text_of(parsed, "plain") == typed
+
+
+def test_html_part_escapes_the_message():
+    _, _, parsed = build(submission(message=TRICKY))
+    body = text_of(parsed, "html")
+    assert "<script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "Fish &amp; chips &gt; 3 &lt; 4" in body
+    assert '"quoted"' not in body
+    assert "&#34;quoted&#34;" in body or "&quot;quoted&quot;" in body
+
+
+def test_html_part_keeps_line_breaks():
+    _, _, parsed = build(submission(message="one\r\ntwo\n\nfour"))
+    body = text_of(parsed, "html")
+    assert "one<br>\ntwo<br>\n<br>\nfour" in body
+
+
+def test_html_part_escapes_name_email_and_subject():
+    _, _, parsed = build(
+        submission(name="<b>Bold</b> & Co", subject='<i>Hi</i> & "bye"')
+    )
+    body = text_of(parsed, "html")
+    assert "<b>" not in body and "<i>" not in body
+    assert "&lt;b&gt;Bold&lt;/b&gt; &amp; Co &lt;ada@example.net&gt;" in body
+    title = re.search(r"<title>(.*)</title>", body).group(1)
+    assert "<" not in title and '"' not in title
+    assert html.unescape(title) == '<i>Hi</i> & "bye"'
+
+
+def test_html_part_without_name_or_email_has_no_sender_line():
+    _, _, parsed = build(submission(name="", email=""))
+    assert "From " not in text_of(parsed, "html")
+
+
+UNICODE = {
+    "subject": "Grüße — 你好 👩‍💻 café ñ",
+    "name": "Zoë 李小龙 👩‍💻",
+    "message": "Ça va? 你好世界\nEmoji: 👩‍💻 🇫🇷 👍🏽\nÅngström",
+}
+
+
+def test_utf8_round_trip():
+    _, _, parsed = build(submission(**UNICODE))
+    assert parsed["Subject"] == UNICODE["subject"]
+    assert parsed["Reply-To"].addresses[0].display_name == UNICODE["name"]
+    assert text_of(parsed, "plain") == UNICODE["message"] + "\n"
+    body = text_of(parsed, "html")
+    assert UNICODE["name"] in body
+    assert "Emoji: 👩\u200d💻 🇫🇷 👍🏽<br>" in body
+    assert f"<title>{UNICODE['subject']}</title>" in body
+
+
+# --- the wire ---------------------------------------------------------------------
+
+
+def assert_wire_safe(data: bytes) -> None:
+    """CRLF line ends only, lines of at most 998 octets, 7-bit throughout."""
+    assert data.endswith(b"\r\n")
+    lines = data.split(b"\r\n")[:-1]
+    for line in lines:
+        assert b"\r" not in line and b"\n" not in line, line
+        assert len(line) <= 998, len(line)
+        assert line.isascii(), line
+        assert b"\x00" not in line
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        UNICODE,
+        {"subject": "é" * 200, "name": "李" * 100},
+        {"message": "x" * 5000 + "\n" + "ü" * 5000 + "\n" + "👩‍💻" * 1000},
+        {"message": "trailing spaces   \nand tabs\t\t\nend"},
+        {"message": "\r\n".join(["line"] * 2000)},
+    ],
+    ids=["ascii", "unicode", "long-headers", "long-lines", "whitespace", "many"],
+)
+def test_wire_bytes_are_crlf_short_and_7bit(fields):
+    """No relay needs to re-encode the message (which would break DKIM)."""
+    msg, env, parsed = build(submission(**fields))
+    assert_wire_safe(env.data)
+    assert env.data == msg.as_bytes(policy=WIRE_POLICY)
+    expected = as_mime_text(fields.get("message", "Hello,\nhow are you?"))
+    assert text_of(parsed, "plain") == expected
+
+
+def test_envelope_recipients_come_from_the_to_header():
+    msg = compose(submission(), mail_from=MAIL_FROM, message_id=MESSAGE_ID, date=DATE)
+    del msg["To"]
+    msg["To"] = "One <one@example.com>, two@example.org"
+    env = envelope(msg, MAIL_FROM)
+    assert env.recipients == ("one@example.com", "two@example.org")
+    assert env.mail_from == "forms@example.com"
+    assert env.message_id == MESSAGE_ID
+
+
+def test_envelope_is_stable():
+    """The stored bytes are the sent bytes: freezing twice gives the same data."""
+    msg = compose(submission(), mail_from=MAIL_FROM, message_id=MESSAGE_ID, date=DATE)
+    assert envelope(msg, MAIL_FROM) == envelope(msg, MAIL_FROM)
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("a\r\nb", "a\nb"),
+        ("a\rb", "a\nb"),
+        ("a\nb", "a\nb"),
+        ("a\n\rb", "a\n\nb"),
+        ("\r\r\n", "\n\n"),
+        ("\r\n\r\n", "\n\n"),
+        ("no breaks", "no breaks"),
+        ("", ""),
+    ],
+)
+def test_normalize_newlines(typed, expected):
+    assert normalize_newlines(typed) == expected
+
+
+# --- property ---------------------------------------------------------------------
+
+# What the form lets through to a header: stripped, no control characters and
+# no line or paragraph separators. Encoded words are refused by compose itself.
+header_text = (
+    st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")))
+    .map(str.strip)
+    .filter(lambda value: header_text_problem(value) is None)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=header_text.filter(bool),
+    name=header_text,
+    body=st.text(st.characters(exclude_categories=("Cs",))),
+    visitor=st.sampled_from(["", "visitor@example.net"]),
+)
+def test_any_text_round_trips_without_new_headers(subject, name, body, visitor):
+    _, env, parsed = build(
+        submission(subject=subject, name=name, message=body, email=visitor)
+    )
+    assert len(parsed.get_all("From")) == 1
+    assert parsed["From"] == "Contact form <forms@example.com>"
+    assert len(parsed.get_all("To")) == 1
+    assert parsed.get_all("Cc") is None
+    assert parsed.get_all("Bcc") is None
+    if visitor:
+        (reply_to,) = parsed["Reply-To"].addresses
+        assert reply_to.addr_spec == visitor
+    else:
+        assert parsed.get_all("Reply-To") is None
+    assert parsed["Subject"] == subject
+    assert text_of(parsed, "plain") == as_mime_text(body)
+    assert env.recipients == ("sales@example.com",)
+    assert_wire_safe(env.data)
