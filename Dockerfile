@@ -1,12 +1,15 @@
-# Formpost web image. Build: docker build -t formpost .
-# Run:   docker run -p 8000:8000 --env-file .env -v formpost-data:/data formpost
+# Formpost image: one image, two roles (the lines of the Procfile).
+#   docker build -t formpost .
+#   web:    docker run -p 8000:8000 --env-file .env -v formpost-data:/data formpost
+#   worker: docker run --env-file .env -v formpost-data:/data formpost flask --app wsgi worker
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    INSTANCE_PATH=/data
+    INSTANCE_PATH=/data \
+    BIND=0.0.0.0:8000
 
 RUN groupadd --system --gid 10001 formpost \
  && useradd --system --uid 10001 --gid formpost --home-dir /app \
@@ -20,7 +23,7 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-COPY config.py wsgi.py ./
+COPY config.py wsgi.py gunicorn.conf.py Procfile ./
 COPY app/ app/
 COPY templates/ templates/
 COPY static/ static/
@@ -32,4 +35,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4); sys.exit(r.status != 200)"]
 
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "wsgi:app"]
+# The Procfile's web line; settings come from gunicorn.conf.py.
+CMD ["gunicorn", "wsgi:app"]

@@ -20,8 +20,9 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.runtime $@
 
+# The Procfile is the one description of the processes: web and worker.
 run: $(VENV)/.runtime
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --access-logfile - wsgi:app
+	PATH="$(CURDIR)/$(BIN):$$PATH" BIND="$(HOST):$(PORT)" $(BIN)/honcho start -f Procfile
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -119,6 +119,12 @@ def app(make_app: Callable[..., Flask], relay: Relay) -> Flask:
 
 
 @pytest.fixture
+def app_on_db(make_app: Callable[..., Flask], relay: Relay, database_url: str) -> Flask:
+    """An app delivering to the test relay, on SQLite and on PostgreSQL."""
+    return make_app(relay.env(DATABASE_URL=database_url))
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

@@ -89,8 +89,9 @@ class _Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         with self.lock:
-            if not any(s is session for s in self.sessions):
-                self.sessions.append(session)
+            # One SMTP protocol object per TCP connection (STARTTLS keeps it).
+            if not any(s is server for s in self.sessions):
+                self.sessions.append(server)
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -136,7 +137,7 @@ class _Handler:
         if self.drop_after_data > 0:
             # Hang up just after answering: the sender finds out on reuse.
             self.drop_after_data -= 1
-            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 2.0.0 Ok: queued"
 
 

@@ -40,6 +40,19 @@ def test_image_runs_as_non_root_with_exec_form_gunicorn():
     (cmd,) = [rest for kw, rest in rows if kw == "CMD"]
     argv = json.loads(cmd)  # exec form: a JSON array, so signals reach gunicorn
     assert argv[0] == "gunicorn" and argv[-1] == "wsgi:app"
+    assert " ".join(argv) == procfile()["web"]  # the Procfile is the one source
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def test_procfile_has_web_and_worker():
+    roles = procfile()
+    assert set(roles) == {"web", "worker"}
+    assert roles["web"].startswith("gunicorn ") and roles["web"].endswith("wsgi:app")
+    assert roles["worker"] == "flask --app wsgi worker"
 
 
 def test_image_caches_requirements_before_code_and_checks_health():

@@ -1,0 +1,246 @@
+"""The ledger on real SQLite and real PostgreSQL: storage, claims, leases, schema."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+
+from app import ledger as ledger_module
+from app.ledger import (
+    SCHEMA_VERSION,
+    Ledger,
+    StorageError,
+    current_version,
+    make_engine,
+    migrate,
+    new_receipt,
+)
+from app.transport import Envelope
+
+from .fakeclock import FakeClock
+
+
+def envelope(n: int = 0) -> Envelope:
+    return Envelope(
+        mail_from="forms@formpost.test",
+        recipients=("sales@example.com",),
+        data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
+        message_id=f"<{n}@formpost.test>",
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ledger(database_url, clock) -> Ledger:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield Ledger(engine, clock)
+    engine.dispose()
+
+
+def enqueue(ledger: Ledger, n: int = 0, **kwargs) -> str:
+    return ledger.enqueue(
+        envelope(n), form_id="hosted", alias="sales", subject=f"s{n}", **kwargs
+    )
+
+
+def test_enqueue_commits_a_pending_row(ledger):
+    receipt = enqueue(ledger)
+    (row,) = ledger.rows()
+    assert (row.receipt, row.state, row.attempts) == (receipt, "pending", 0)
+    assert row.message_id == "<0@formpost.test>"
+    # A second engine (another process, another machine) sees it: committed.
+    other = make_engine(str(ledger.engine.url.render_as_string(hide_password=False)))
+    with other.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM submissions")).scalar() == 1
+    other.dispose()
+
+
+def test_dedupe_key_gives_one_row_and_the_first_receipt(ledger):
+    first = enqueue(ledger, 1, dedupe_key="hosted:abc")
+    second = enqueue(ledger, 2, dedupe_key="hosted:abc")
+    assert first == second
+    assert len(ledger.rows()) == 1
+
+
+def test_receipts_are_short_and_unambiguous():
+    receipts = {new_receipt() for _ in range(2000)}
+    assert len(receipts) == 2000
+    for r in receipts:
+        assert len(r) == 9 and r[4] == "-"
+        assert not set(r) & set("01OI")
+
+
+def test_claim_takes_due_rows_once_under_a_lease(ledger, clock):
+    for n in range(5):
+        enqueue(ledger, n)
+    first = ledger.claim(batch=3, lease=60)
+    second = ledger.claim(batch=3, lease=60)
+    assert len(first) == 3 and len(second) == 2
+    assert {r.id for r in first}.isdisjoint({r.id for r in second})
+    assert ledger.claim(batch=10, lease=60) == []  # all held
+    assert all(r.attempts == 1 for r in first + second)
+    # The claimed bytes are exactly the stored bytes.
+    assert first[0].envelope == envelope(0)
+
+
+def test_expired_lease_makes_the_row_claimable_again(ledger, clock):
+    enqueue(ledger)
+    (held,) = ledger.claim(batch=1, lease=60)
+    clock.advance(59)
+    assert ledger.claim(batch=1, lease=60) == []
+    clock.advance(2)
+    (again,) = ledger.claim(batch=1, lease=60)
+    assert again.id == held.id and again.attempts == 2
+    # The first worker lost the lease: its outcome is not recorded.
+    assert ledger.mark_sent(held) is False
+    assert ledger.mark_sent(again) is True
+    assert ledger.rows()[0].state == "sent"
+
+
+def test_extend_keeps_the_lease(ledger, clock):
+    enqueue(ledger)
+    held = ledger.claim(batch=1, lease=60)
+    clock.advance(50)
+    ledger.extend(held, lease=60)
+    clock.advance(50)
+    assert ledger.claim(batch=1, lease=60) == []
+
+
+def test_retry_is_due_only_after_its_delay(ledger, clock):
+    enqueue(ledger)
+    (row,) = ledger.claim(batch=1, lease=60)
+    ledger.mark_retry(row, "transient", "451 try later", delay=120)
+    clock.advance(119)
+    assert ledger.claim(batch=1, lease=60) == []
+    clock.advance(1)
+    (again,) = ledger.claim(batch=1, lease=60)
+    assert again.attempts == 2
+
+
+def test_release_gives_back_the_attempt(ledger):
+    enqueue(ledger)
+    rows = ledger.claim(batch=1, lease=60)
+    ledger.release(rows)
+    (row,) = ledger.rows()
+    assert (row.state, row.attempts) == ("pending", 0)
+
+
+def test_failed_rows_are_kept_and_requeued(ledger, clock):
+    enqueue(ledger, 1)
+    enqueue(ledger, 2)
+    for row in ledger.claim(batch=2, lease=60):
+        ledger.mark_failed(row, "permanent", "550 5.1.1 No such user")
+    assert ledger.stats().counts["failed"] == 2
+    assert ledger.requeue([ledger.rows()[0].id]) == 1
+    assert ledger.requeue(None) == 1
+    assert ledger.stats().counts == {"pending": 2, "sending": 0, "sent": 0, "failed": 0}
+
+
+def test_purge_deletes_only_old_sent_rows(ledger, clock):
+    for n in range(3):
+        enqueue(ledger, n)
+    rows = ledger.claim(batch=3, lease=60)
+    ledger.mark_sent(rows[0])
+    ledger.mark_failed(rows[1], "permanent", "550")
+    clock.advance(10 * 86400)
+    assert ledger.purge_sent(older_than=30 * 86400) == 0
+    assert ledger.purge_sent(older_than=7 * 86400) == 1
+    assert sorted(r.state for r in ledger.rows()) == ["failed", "sending"]
+
+
+def test_stats_and_relay_health(ledger, clock):
+    enqueue(ledger)
+    clock.advance(30)
+    stats = ledger.stats()
+    assert stats.backlog == 1 and stats.oldest_pending_age == 30
+    assert stats.relay is None
+    ledger.record_relay("configuration", "AUTH refused: 535")
+    clock.advance(10)
+    ledger.record_relay("transient", "timed out")
+    relay = ledger.stats().relay
+    assert relay["failing_since"] == clock.now() - 10  # the first failure counts
+    assert relay["last_error"] == "timed out"
+    ledger.record_relay(None)
+    assert ledger.stats().relay["failing_since"] is None
+
+
+def test_failing_insert_raises_storage_error_and_stores_nothing(ledger):
+    engine = ledger.engine
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON submissions "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        else:
+            # Deferred: PostgreSQL fails at COMMIT itself, the hardest case.
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON submissions "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+    with pytest.raises(StorageError):
+        enqueue(ledger)
+    assert ledger.rows() == []
+
+
+def test_sqlite_is_durable_and_concurrent(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/d.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def test_schema_is_created_once_and_matches_the_code(database_url):
+    engine = make_engine(database_url)
+    assert current_version(engine) == 0
+    assert migrate(engine) == SCHEMA_VERSION
+    assert migrate(engine) == SCHEMA_VERSION  # idempotent
+    insp = inspect(engine)
+    for table in (ledger_module.submissions, ledger_module.relay_health):
+        in_db = {c["name"] for c in insp.get_columns(table.name)}
+        assert in_db == {c.name for c in table.columns}, table.name
+    engine.dispose()
+
+
+def test_upgrade_keeps_every_row(database_url, clock, monkeypatch):
+    """A versioned step runs once, in place, and existing rows survive it."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    ledger = Ledger(engine, clock)
+    receipts = [enqueue(ledger, n) for n in range(5)]
+
+    def v2_add_column(conn):
+        conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN note TEXT")
+        conn.exec_driver_sql("UPDATE submissions SET note = 'migrated'")
+
+    monkeypatch.setattr(
+        ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, v2_add_column]
+    )
+    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    assert migrate(engine) == SCHEMA_VERSION + 1
+    assert migrate(engine) == SCHEMA_VERSION + 1  # the step ran once
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT receipt, note FROM submissions")).all()
+    assert sorted(r.receipt for r in rows) == sorted(receipts)
+    assert {r.note for r in rows} == {"migrated"}
+    engine.dispose()
+
+
+def test_newer_schema_than_the_code_refuses_to_start(database_url, monkeypatch):
+    engine = make_engine(database_url)
+    migrate(engine)
+    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION - 1)
+    monkeypatch.setattr(ledger_module, "MIGRATIONS", ledger_module.MIGRATIONS[:-1])
+    with pytest.raises(StorageError, match="newer"):
+        migrate(engine)
+    engine.dispose()
