@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from types import FrameType
 
 import click
@@ -63,7 +62,7 @@ def status_command() -> None:
     click.echo(f"oldest pending: {_age(stats.oldest_pending_age)}")
     relay = stats.relay
     if relay and relay["failing_since"] is not None:
-        since = _age(time.time() - relay["failing_since"])
+        since = _age(_ledger().clock.now() - relay["failing_since"])
         click.echo(
             f"relay: FAILING for {since} ({relay['last_error_kind']}): "
             f"{relay['last_error']}"

@@ -7,10 +7,13 @@ default, WAL + synchronous=FULL) and PostgreSQL (several machines).
 
 from __future__ import annotations
 
+import os
 import secrets
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     BigInteger,
@@ -32,7 +35,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, IntegrityError, SQLAlchemyError
 
 from .clock import Clock
 from .transport import Envelope
@@ -122,16 +126,46 @@ def default_url(instance_path: str) -> str:
 
 def make_engine(url: str) -> Engine:
     """Create an engine; on SQLite set WAL, synchronous=FULL and a busy timeout."""
-    if url.startswith("sqlite"):
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
         engine = create_engine(url, connect_args={"timeout": 30})
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, None)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    path = os.path.abspath(path)
+    # Create the file once here; every later connection opens it with
+    # mode=rw, so a database deleted under a running process is an error
+    # (503) instead of a fresh empty file that nobody else reads.
+    sqlite3.connect(path).close()
+    uri = f"sqlite:///file:{quote(path)}?mode=rw&uri=true"
+    engine = create_engine(uri, connect_args={"timeout": 30})
+    _tune_sqlite(engine, path)
+    return engine
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _tune_sqlite(engine: Engine, path: str | None) -> None:
+    if path is not None:
+
+        @event.listens_for(engine, "checkout")
+        def _same_file(_dbapi: Any, record: Any, _proxy: Any) -> None:
+            # A pooled connection keeps reading a deleted or replaced file;
+            # make the pool reconnect instead (and fail if it is gone).
+            if record.info.get("file") != _file_identity(path):
+                raise DisconnectionError("the SQLite database file changed")
+
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        if path is not None:
+            record.info["file"] = _file_identity(path)
         # Let us issue BEGIN ourselves (below) instead of the driver.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()

@@ -29,10 +29,12 @@ class MaildirTransport:
     def open(self, deadline: float | None = None) -> _MaildirSession:
         """Open (and create on first use) the Maildir."""
         try:
-            # Maildir(create=True) makes only the last level; the instance
-            # folder may not exist yet on a fresh checkout.
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            return _MaildirSession(mailbox.Maildir(self.path, create=True))
+            # Maildir(create=True) checks, then creates: two workers starting
+            # together race. makedirs(exist_ok=True) does not, and also makes
+            # the instance folder on a fresh checkout.
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(self.path, sub), mode=0o700, exist_ok=True)
+            return _MaildirSession(mailbox.Maildir(self.path, create=False))
         except OSError as exc:
             raise TransientError(f"cannot open Maildir {self.path}: {exc}") from exc
 
