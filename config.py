@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
@@ -31,6 +32,9 @@ ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # ASCII digits only: int() and float() would also take "5_87" or "٥٨٧".
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 _NUMBER_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?|-?\.[0-9]+")
+DEFAULT_RATE_LIMIT = "5/minute;50/day"
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+RATE_RE = re.compile(r"^\s*([0-9]+)\s*(?:/|per)\s*([0-9]*)\s*([a-z]+?)s?\s*$")
 TRUE_WORDS = {"true", "1", "yes"}
 FALSE_WORDS = {"false", "0", "no"}
 
@@ -130,7 +134,22 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH", 64 * 1024, 1024, 2**30
     )
     cfg["TRUSTED_PROXY_HOPS"] = env.integer("TRUSTED_PROXY_HOPS", 0, 0, 10)
-    cfg["FRAME_ANCESTORS"] = env.items("FRAME_ANCESTORS")
+    cfg["FRAME_ANCESTORS"] = [
+        parse_origin("FRAME_ANCESTORS", o) for o in env.items("FRAME_ANCESTORS")
+    ]
+    cfg["ALLOWED_ORIGINS"] = [
+        parse_origin("ALLOWED_ORIGINS", o) for o in env.items("ALLOWED_ORIGINS")
+    ]
+    cfg["REDIRECT_HOSTS"] = [
+        parse_host("REDIRECT_HOSTS", h) for h in env.items("REDIRECT_HOSTS")
+    ]
+    cfg["RATE_LIMIT"] = parse_rate_limit(
+        "RATE_LIMIT", env.text("RATE_LIMIT") or DEFAULT_RATE_LIMIT
+    )
+    cfg["RECIPIENT_DAILY_QUOTA"] = env.integer("RECIPIENT_DAILY_QUOTA", 500, 0, 10**7)
+    cfg["BACKLOG_LIMIT"] = env.integer("BACKLOG_LIMIT", 10_000, 0, 10**9)
+    cfg["MIN_FILL_SECONDS"] = env.number("MIN_FILL_SECONDS", 3.0, 0.0, 3600.0)
+    cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
     cfg["LOG_LEVEL"] = env.choice(
@@ -200,6 +219,73 @@ def parse_recipients(value: str | None) -> dict[str, Recipient]:
     if not result:
         raise ConfigError("MAIL_RECIPIENTS names no address")
     return result
+
+
+def parse_origin(variable: str, value: str) -> str:
+    """Normalise an origin such as `https://www.example.com` (scheme, host, port)."""
+    parts = urlsplit(value.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise ConfigError(
+            f"{variable}: {value!r} is not an origin like https://www.example.com "
+            "(scheme and host, optional port, no path)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{variable}: {value!r} has a bad port") from None
+    host = parse_host(variable, parts.hostname)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def parse_host(variable: str, value: str) -> str:
+    """Normalise a host name (lower case, IDNA) or IP address."""
+    host = value.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ConfigError(f"{variable}: {value!r} is not a host name") from None
+    labels = ascii_host.split(".")
+    if not all(
+        re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", lb) for lb in labels
+    ):
+        raise ConfigError(f"{variable}: {value!r} is not a host name")
+    return ascii_host
+
+
+def parse_rate_limit(variable: str, value: str) -> tuple[tuple[int, int], ...]:
+    """Parse `5/minute;50/day` into ((5, 60), (50, 86400)); "" or "off" is none."""
+    if value.strip().lower() in ("", "off", "none"):
+        return ()
+    limits = []
+    for item in re.split(r"[;,]", value):
+        if not item.strip():
+            continue
+        match = RATE_RE.match(item.lower())
+        if not match or match.group(3) not in RATE_UNITS or int(match.group(1)) < 1:
+            raise ConfigError(
+                f"{variable}: {item.strip()!r} is not a limit like 5/minute "
+                "(units: second, minute, hour, day; several separated by ';')"
+            )
+        count, multiple, unit = match.groups()
+        seconds = RATE_UNITS[unit] * int(multiple or 1)
+        limits.append((int(count), seconds))
+    return tuple(limits)
 
 
 def is_loopback(host: str) -> bool:

@@ -12,8 +12,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import development_secret, load_config
 
-from . import cli, handlers, health, security, views
+from . import cli, endpoint, handlers, health, security, views
 from .clock import SystemClock
+from .formdefs import load_forms
 from .ledger import Ledger, default_url, make_engine, migrate
 from .outbox import OutboxSettings
 from .transport import make_transport
@@ -47,7 +48,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
 
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
+    # Forms on other sites cannot carry our token; the Origin check and the
+    # form's allow-lists protect that endpoint instead.
+    csrf.exempt(endpoint.bp)
+    app.extensions["formpost.forms"] = load_forms(app.config)
     transport = make_transport(app.config, app.instance_path)
     app.extensions["formpost.transport"] = transport
     app.extensions["formpost.outbox"] = OutboxSettings.from_config(app.config)
@@ -60,6 +65,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     security.init_app(app)
 
     app.register_blueprint(views.bp)
+    app.register_blueprint(endpoint.bp)
     app.register_blueprint(health.bp)
     handlers.init_app(app)
     cli.init_app(app)

@@ -26,10 +26,22 @@ _HTML = _jinja.from_string(
 {%- if sender %}
 <p style="color: #555">From {{ sender }}</p>
 {%- endif %}
+{%- if fields %}
+<table style="border-collapse: collapse" cellpadding="6">
+{%- for name, lines in fields %}
+<tr><th style="text-align: left; vertical-align: top; border-bottom: 1px solid #ddd">
+{{- name }}</th><td style="border-bottom: 1px solid #ddd">
+{%- for line in lines %}{{ line }}{% if not loop.last %}<br>
+{% endif %}{% endfor -%}
+</td></tr>
+{%- endfor %}
+</table>
+{%- else %}
 <div>
 {%- for line in lines %}{{ line }}{% if not loop.last %}<br>
 {% endif %}{% endfor -%}
 </div>
+{%- endif %}
 </body></html>
 """
 )
@@ -74,6 +86,10 @@ class Submission:
     message: str
     name: str = ""
     email: str = ""
+    # Set for posts from other sites: every field in submitted order. The
+    # text part is then a "name: value" list and the HTML part a table.
+    fields: tuple[tuple[str, str], ...] = ()
+    cc: tuple[Address, ...] = ()
 
 
 def new_message_id(mail_from: Address) -> str:
@@ -96,6 +112,8 @@ def compose(
     msg = EmailMessage(policy=policy.default)
     msg["From"] = mail_from
     msg["To"] = submission.recipient
+    if submission.cc:
+        msg["Cc"] = submission.cc
     if submission.email:
         msg["Reply-To"] = Address(
             display_name=_header_safe("name", submission.name),
@@ -106,13 +124,21 @@ def compose(
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
 
-    text = normalize_newlines(submission.message)
+    fields = [(n, normalize_newlines(v)) for n, v in submission.fields]
+    if fields:
+        text = "\n".join(f"{n}: {v}".replace("\n", "\n    ") for n, v in fields)
+        text += "\n"
+    else:
+        text = normalize_newlines(submission.message)
     # quoted-printable keeps every line 7-bit and short, so no relay has to
     # re-encode the body (which would break a DKIM signature later).
     msg.set_content(text, cte="quoted-printable")
     sender = _describe_sender(submission)
     html = _HTML.render(
-        subject=submission.subject, sender=sender, lines=text.split("\n")
+        subject=submission.subject,
+        sender=sender,
+        lines=text.split("\n"),
+        fields=[(n, v.split("\n")) for n, v in fields],
     )
     msg.add_alternative(html, subtype="html", cte="quoted-printable")
     return msg
@@ -121,10 +147,14 @@ def compose(
 def envelope(msg: EmailMessage, mail_from: Address) -> Envelope:
     """Freeze a composed message into the exact bytes and envelope to send.
 
-    Envelope recipients come from the To header we set ourselves, never from
-    anything a visitor typed.
+    Envelope recipients come from the To and Cc headers we set ourselves from
+    configured addresses, never from anything a visitor typed.
     """
-    recipients = tuple(addr.addr_spec for addr in msg["To"].addresses)
+    recipients = tuple(
+        addr.addr_spec
+        for header in ("To", "Cc")
+        for addr in (msg[header].addresses if msg[header] else ())
+    )
     return Envelope(
         mail_from=mail_from.addr_spec,
         recipients=recipients,

@@ -1,7 +1,9 @@
-"""The delivery error hierarchy and its one mapping to HTTP responses.
+"""Typed errors: the delivery hierarchy, and requests we refuse.
 
-Every transport raises only these. Callers decide what an outcome means
-(retry, dead-letter, alert) by class, never by parsing library exceptions.
+Every transport raises only DeliveryError subclasses; the worker decides what
+an outcome means (retry, dead-letter, alert) by class, never by parsing
+library exceptions. Rejected carries a refused request to handlers.py, the
+one place that turns errors into responses.
 """
 
 from __future__ import annotations
@@ -45,3 +47,19 @@ class ConfigurationError(DeliveryError):
     """
 
     kind = "configuration"
+
+
+class Rejected(Exception):
+    """A request we refuse, with a status, per-field messages and maybe a wait.
+
+    `errors` maps field names (or "_form" for the whole post) to messages a
+    person understands. handlers.py turns it into JSON or a page.
+    """
+
+    def __init__(
+        self, status: int, errors: dict[str, str], retry_after: int | None = None
+    ) -> None:
+        super().__init__(f"{status}: {errors}")
+        self.status = status
+        self.errors = errors
+        self.retry_after = retry_after

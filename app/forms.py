@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
-import re
 import secrets
+import time
 import unicodedata
 from collections.abc import Iterable
 
 from email_validator import EmailNotValidError, validate_email
 from flask_wtf import FlaskForm
+from itsdangerous import BadSignature, TimestampSigner
 from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from .compose import header_text_problem
 
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
+TOKEN_MAX_AGE = 7 * 86400
 SUBJECT_MAX = 200
 MESSAGE_MAX = 20_000
 NAME_MAX = 100
 EMAIL_MAX = 254
 
 
-def new_form_token() -> str:
-    """Return a fresh single-use token for one rendered form."""
-    return secrets.token_urlsafe(24)
+def _signer(secret_key: str) -> TimestampSigner:
+    return TimestampSigner(secret_key, salt="formpost.form-token")
+
+
+def new_form_token(secret_key: str) -> str:
+    """Return a fresh single-use token for one rendered form, signed with the time."""
+    return _signer(secret_key).sign(secrets.token_urlsafe(18)).decode("ascii")
+
+
+def form_token_age(secret_key: str, token: str | None) -> float | None:
+    """Return seconds since the form was rendered, or None for a bad token."""
+    if not token or len(token) > 100:
+        return None
+    try:
+        _, signed_at = _signer(secret_key).unsign(
+            token, max_age=TOKEN_MAX_AGE, return_timestamp=True
+        )
+    except BadSignature:
+        return None
+    return max(0.0, time.time() - signed_at.timestamp())
 
 
 def _strip(value: str | None) -> str | None:
@@ -123,20 +141,16 @@ class ContactForm(FlaskForm):
         ],
     )
 
-    # One per rendered form: posting the same page twice (double click,
-    # reload, back-and-resubmit) maps to one ledger row through it.
+    # Hidden from people by CSS; bots that fill every field fill this one.
+    website = StringField("Leave this field empty")
+    # One per rendered form, signed with the render time: posting the same
+    # page twice (double click, reload, back-and-resubmit) maps to one ledger
+    # row through it, and it tells how long the visitor took to fill the form.
     form_token = HiddenField()
 
     def dedupe_key(self) -> str:
-        """Return the ledger's dedupe key for this rendered form.
-
-        A missing or malformed token (a hand-written client) gets a fresh one:
-        such a post is stored, just without double-post protection.
-        """
-        token = self.form_token.data or ""
-        if not TOKEN_RE.fullmatch(token):
-            token = self.form_token.data = new_form_token()
-        return f"hosted:{token}"
+        """Return the ledger's dedupe key for this rendered form."""
+        return f"hosted:{self.form_token.data}"
 
     def set_recipients(self, aliases: Iterable[str]) -> None:
         """Offer exactly the configured aliases; anything else fails validation."""

@@ -31,6 +31,8 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
+    literal,
     or_,
     select,
     update,
@@ -48,6 +50,30 @@ RELAY_KEY = "relay"
 
 class StorageError(Exception):
     """The ledger could not store or read; the visitor must not be told "sent"."""
+
+
+class LimitExceeded(Exception):
+    """A rate limit, recipient quota or backlog cap refused the submission."""
+
+    def __init__(self, reason: str, retry_after: float, status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = max(1, int(retry_after + 0.999))
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a submission must stay within; counted in the ledger itself.
+
+    rate: (count, seconds) windows per form and client IP. recipient_daily:
+    submissions per recipient alias in 24 h. backlog: undelivered rows in all.
+    0 or () switches a limit off.
+    """
+
+    rate: tuple[tuple[int, int], ...] = ()
+    recipient_daily: int = 0
+    backlog: int = 0
 
 
 metadata = MetaData()
@@ -78,6 +104,7 @@ submissions = Table(
     Column("last_error_kind", String(16)),
     Column("last_reply", Text),
     Column("sent_at", Float),
+    Column("client_ip", String(64)),
 )
 relay_health = Table(
     "relay_health",
@@ -117,6 +144,12 @@ class Stats:
     @property
     def backlog(self) -> int:
         return self.counts.get("pending", 0) + self.counts.get("sending", 0)
+
+
+def _count_below(where: Any, limit: int) -> Any:
+    """`(count of rows matching where) < limit`, reading at most `limit` rows."""
+    capped = select(literal(1).label("one")).where(where).limit(limit).subquery()
+    return select(func.count()).select_from(capped).scalar_subquery() < limit
 
 
 def default_url(instance_path: str) -> str:
@@ -206,11 +239,18 @@ class Ledger:
         alias: str,
         subject: str,
         dedupe_key: str | None = None,
+        client_ip: str | None = None,
+        limits: Limits | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
-        A second post with the same dedupe_key stores nothing and returns the
-        first one's receipt. Raise StorageError if the row is not committed.
+        The limits are checked inside the same statement (INSERT ... SELECT
+        ... WHERE counts are below them), so the request path stays one
+        statement and one commit, and every process and machine sharing the
+        database sees the same counts. A second post with the same dedupe_key
+        stores nothing and returns the first one's receipt. Raise
+        LimitExceeded when a limit refuses, StorageError if nothing was
+        committed.
         """
         now = self.clock.now()
         receipt = new_receipt()
@@ -229,20 +269,106 @@ class Ledger:
             "created_at": now,
             "queued_at": now,
             "next_attempt_at": now,
+            "client_ip": client_ip,
         }
+        conditions = self._limit_conditions(limits, form_id, client_ip, alias, now)
+        stmt: Any = submissions.insert().values(row)
+        if conditions:
+            values = select(
+                *[literal(v, submissions.c[k].type).label(k) for k, v in row.items()]
+            ).where(*conditions)
+            stmt = insert(submissions).from_select(list(row), values)
         try:
             with self.engine.begin() as conn:
-                conn.execute(submissions.insert(), row)
-            return receipt
-        except IntegrityError:
-            if dedupe_key is None:
-                raise StorageError("could not store the submission") from None
+                # rowcount is 1, or 0 when a limit's condition was false.
+                inserted = conn.execute(stmt).rowcount != 0
+        except IntegrityError as exc:
+            # Most likely the dedupe key: the same form posted again.
+            existing = self._receipt_for(dedupe_key) if dedupe_key else None
+            if existing is None:
+                raise StorageError(f"could not store the submission: {exc}") from exc
+            return existing
         except SQLAlchemyError as exc:
             raise StorageError(f"could not store the submission: {exc}") from exc
-        existing = self._receipt_for(dedupe_key)
-        if existing is None:
-            raise StorageError("duplicate submission vanished")
-        return existing
+        if inserted:
+            return receipt
+        try:
+            refusal = self._which_limit(
+                limits or Limits(), form_id, client_ip, alias, now
+            )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"could not read the ledger: {exc}") from exc
+        raise refusal
+
+    @staticmethod
+    def _limit_conditions(
+        limits: Limits | None,
+        form_id: str,
+        client_ip: str | None,
+        alias: str,
+        now: float,
+    ) -> list[Any]:
+        if limits is None:
+            return []
+        c = submissions.c
+        conditions = []
+        if client_ip is not None:
+            for count, seconds in limits.rate:
+                window = (c.form_id == form_id) & (c.client_ip == client_ip)
+                window &= c.created_at > now - seconds
+                conditions.append(_count_below(window, count))
+        if limits.recipient_daily:
+            day = (c.recipient_alias == alias) & (c.created_at > now - 86400)
+            conditions.append(_count_below(day, limits.recipient_daily))
+        if limits.backlog:
+            undelivered = c.state.in_(("pending", "sending"))
+            conditions.append(_count_below(undelivered, limits.backlog))
+        return conditions
+
+    def _which_limit(
+        self,
+        limits: Limits,
+        form_id: str,
+        client_ip: str | None,
+        alias: str,
+        now: float,
+    ) -> LimitExceeded:
+        """Say which limit refused and when trying again makes sense."""
+        c = submissions.c
+        with self.engine.connect() as conn:
+
+            def oldest_of_last(where: Any, count: int) -> float | None:
+                recent = (
+                    select(c.created_at)
+                    .where(where)
+                    .order_by(c.created_at.desc())
+                    .limit(count)
+                    .subquery()
+                )
+                found = conn.execute(
+                    select(func.count(), func.min(recent.c.created_at))
+                ).one()
+                return found[1] if found[0] >= count else None
+
+            if limits.backlog:
+                undelivered = c.state.in_(("pending", "sending"))
+                if oldest_of_last(undelivered, limits.backlog) is not None:
+                    return LimitExceeded("backlog", 60, 503)
+            for count, seconds in limits.rate:
+                if client_ip is None:
+                    break
+                window = (c.form_id == form_id) & (c.client_ip == client_ip)
+                window &= c.created_at > now - seconds
+                oldest = oldest_of_last(window, count)
+                if oldest is not None:
+                    return LimitExceeded("rate", oldest + seconds - now, 429)
+            if limits.recipient_daily:
+                day = (c.recipient_alias == alias) & (c.created_at > now - 86400)
+                oldest = oldest_of_last(day, limits.recipient_daily)
+                if oldest is not None:
+                    return LimitExceeded("quota", oldest + 86400 - now, 429)
+        # Counts moved between the insert and this look: let the client retry.
+        return LimitExceeded("rate", 1, 429)
 
     def _receipt_for(self, dedupe_key: str) -> str | None:
         try:
@@ -527,7 +653,20 @@ def _v1_initial(conn: Connection) -> None:
     v1.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _v2_client_ip(conn: Connection) -> None:
+    # Rate limits and quotas are counted in the ledger: these make it cheap.
+    conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN client_ip VARCHAR(64)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_rate "
+        "ON submissions (form_id, client_ip, created_at)"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_recipient "
+        "ON submissions (recipient_alias, created_at)"
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_client_ip]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

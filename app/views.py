@@ -10,16 +10,18 @@ from flask import (
     current_app,
     redirect,
     render_template,
+    request,
     session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 
 from .compose import Submission, compose, envelope, new_message_id
-from .forms import ContactForm, new_form_token
-from .ledger import Ledger
+from .forms import ContactForm, form_token_age, new_form_token
+from .ledger import Ledger, Limits, new_receipt
 
 bp = Blueprint("hosted", __name__)
+TOO_FAST = "That was quick! Please check your message, then send it again."
 log = logging.getLogger("formpost.views")
 
 
@@ -33,7 +35,7 @@ def contact_form() -> ContactForm:
     form = ContactForm()
     form.set_recipients(current_app.config["MAIL_RECIPIENTS"])
     if not form.form_token.data:
-        form.form_token.data = new_form_token()
+        form.form_token.data = new_form_token(current_app.config["SECRET_KEY"])
     return form
 
 
@@ -65,11 +67,23 @@ def submit() -> ResponseReturnValue:
     The request never talks SMTP: the workers deliver. A StorageError (the
     commit failed) propagates to handlers.py, which answers 503.
     """
+    cfg = current_app.config
     form = contact_form()
+    if form.website.data:
+        # The honeypot: answered like success, nothing stored.
+        log.info("hosted form: honeypot filled, nothing stored")
+        session["receipt"] = new_receipt()
+        return redirect(url_for(".thanks"), code=303)
     if not form.validate():
         return render_form(form, 400, notice="Please correct the highlighted fields.")
+    age = form_token_age(cfg["SECRET_KEY"], form.form_token.data)
+    if age is None:
+        form.form_token.data = new_form_token(cfg["SECRET_KEY"])
+    if cfg["MIN_FILL_SECONDS"] and (age is None or age < cfg["MIN_FILL_SECONDS"]):
+        # Faster than a person types: most likely a bot. A person loses
+        # nothing: the form comes back filled in and the next try passes.
+        return render_form(form, 400, notice=TOO_FAST)
 
-    cfg = current_app.config
     recipient = cfg["MAIL_RECIPIENTS"][form.recipient.data]
     mail_from = cfg["MAIL_FROM"]
     msg = compose(
@@ -90,6 +104,12 @@ def submit() -> ResponseReturnValue:
         alias=recipient.alias,
         subject=form.subject.data,
         dedupe_key=form.dedupe_key(),
+        client_ip=request.remote_addr,
+        limits=Limits(
+            rate=cfg["RATE_LIMIT"],
+            recipient_daily=cfg["RECIPIENT_DAILY_QUOTA"],
+            backlog=cfg["BACKLOG_LIMIT"],
+        ),
     )
     session["receipt"] = receipt
     return redirect(url_for(".thanks"), code=303)

@@ -103,7 +103,11 @@ def make_app(tmp_path) -> Callable[..., Flask]:
     """Build apps through create_app() with an instance folder per test."""
 
     def factory(env: dict[str, str] | None = None) -> Flask:
-        settings = {"INSTANCE_PATH": str(tmp_path / "instance")}
+        settings = {
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "RATE_LIMIT": "off",
+            "MIN_FILL_SECONDS": "0",
+        }
         settings.update(env or {})
         app = create_app(settings)
         app.config["TESTING"] = True
@@ -130,6 +134,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_TOKEN_RE = re.compile(r'name="form_token" type="hidden" value="([^"]+)"')
 
 
 def csrf_token(client: FlaskClient, path: str = "/") -> str:
@@ -165,6 +170,10 @@ def post_form(client: FlaskClient, token: str | None = None, **fields: str):
         "subject": "Hello",
         "message": "A question about engines.",
     }
+    page = client.get("/").get_data(as_text=True)
+    data["csrf_token"] = CSRF_RE.search(page).group(1)
+    data["form_token"] = FORM_TOKEN_RE.search(page).group(1)
     data.update(fields)
-    data["csrf_token"] = token if token is not None else csrf_token(client)
+    if token is not None:
+        data["csrf_token"] = token
     return client.post("/", data=data)

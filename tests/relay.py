@@ -237,6 +237,9 @@ class Relay:
             "SMTP_TIMEOUT": "5",
             "MAIL_FROM": "Contact form <forms@formpost.test>",
             "MAIL_RECIPIENTS": "sales=sales@example.com,support=help@example.org",
+            # Off unless a test is about them: suites post fast and often.
+            "RATE_LIMIT": "off",
+            "MIN_FILL_SECONDS": "0",
         }
         if self.auth:
             env.update(SMTP_USERNAME=USERNAME, SMTP_PASSWORD=PASSWORD)

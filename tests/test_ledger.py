@@ -212,27 +212,36 @@ def test_schema_is_created_once_and_matches_the_code(database_url):
     engine.dispose()
 
 
-def test_upgrade_keeps_every_row(database_url, clock, monkeypatch):
-    """A versioned step runs once, in place, and existing rows survive it."""
+def test_upgrade_from_version_1_keeps_every_row(database_url, monkeypatch):
+    """A database made by the first release is upgraded in place on start."""
     engine = make_engine(database_url)
-    migrate(engine)
-    ledger = Ledger(engine, clock)
-    receipts = [enqueue(ledger, n) for n in range(5)]
-
-    def v2_add_column(conn):
-        conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN note TEXT")
-        conn.exec_driver_sql("UPDATE submissions SET note = 'migrated'")
-
-    monkeypatch.setattr(
-        ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, v2_add_column]
-    )
-    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    assert migrate(engine) == SCHEMA_VERSION + 1
-    assert migrate(engine) == SCHEMA_VERSION + 1  # the step ran once
+    with monkeypatch.context() as m:
+        m.setattr(ledger_module, "MIGRATIONS", ledger_module.MIGRATIONS[:1])
+        m.setattr(ledger_module, "SCHEMA_VERSION", 1)
+        assert migrate(engine) == 1
+    columns = {c["name"] for c in inspect(engine).get_columns("submissions")}
+    assert "client_ip" not in columns
+    with engine.begin() as conn:
+        for n in range(5):
+            conn.execute(
+                text(
+                    "INSERT INTO submissions (receipt, form_id, recipient_alias, "
+                    "mail_from, recipients, subject, message_id, raw, state, attempts,"
+                    " created_at, queued_at, next_attempt_at) VALUES (:r, 'hosted', "
+                    "'sales', 'f@x.test', 'sales@example.com', :s, :m, :raw, "
+                    "'pending', 0, 1, 1, 1)"
+                ),
+                {"r": f"AAAA-000{n}", "s": f"old {n}", "m": f"<{n}@x>", "raw": b"x"},
+            )
+    assert migrate(engine) == SCHEMA_VERSION
+    assert current_version(engine) == SCHEMA_VERSION
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT receipt, note FROM submissions")).all()
-    assert sorted(r.receipt for r in rows) == sorted(receipts)
-    assert {r.note for r in rows} == {"migrated"}
+        rows = conn.execute(text("SELECT receipt, subject, client_ip FROM submissions"))
+        rows = rows.all()
+    assert sorted(r.subject for r in rows) == [f"old {n}" for n in range(5)]
+    assert {r.client_ip for r in rows} == {None}
+    # And the upgraded ledger works: the old rows are claimable.
+    assert len(Ledger(engine, FakeClock()).claim(batch=10, lease=60)) == 5
     engine.dispose()
 
 
