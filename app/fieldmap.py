@@ -97,7 +97,12 @@ def interpret(
     honeypot_names = set(HONEYPOTS) | {form.honeypot.lower()}
     if any(lowered.get(n, "").strip() for n in honeypot_names):
         # A bot: answered exactly like success by the caller, nothing stored.
-        return Interpreted(recipient=form.recipients[0], fields=[], honeypot=True)
+        return Interpreted(
+            recipient=form.recipients[0],
+            fields=[],
+            redirect=first(REDIRECT)[1],
+            honeypot=True,
+        )
 
     # Header-bound fields with control characters are malformed (400); a
     # well-formed but unusable address is unprocessable (422).

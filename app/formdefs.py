@@ -16,8 +16,10 @@ from typing import Any
 
 from config import ConfigError, parse_host, parse_origin, parse_rate_limit
 
-FORM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-FIELD_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+from .compose import header_text_problem
+
+FORM_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+FIELD_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 KEYS = {
     "recipients",
     "allowed_origins",
@@ -91,7 +93,7 @@ def parse_forms(
     result = {}
     for form_id, table in tables.items():
         where = f"{source}: form {form_id!r}"
-        if not FORM_ID_RE.match(form_id):
+        if not FORM_ID_RE.fullmatch(form_id):
             raise ConfigError(f"{where}: the id must be 1-64 of a-z, 0-9, '_', '-'")
         if form_id == "default":
             raise ConfigError(
@@ -107,6 +109,10 @@ def parse_forms(
             )
         result[form_id] = _parse_form(form_id, table, aliases, default_rate, where)
     return result
+
+
+def _field_name(name: str) -> bool:
+    return bool(FIELD_NAME_RE.fullmatch(name)) and not header_text_problem(name)
 
 
 def _strings(where: str, key: str, value: Any) -> list[str]:
@@ -142,12 +148,12 @@ def _parse_form(
     subject = table.get("subject", "{subject}")
     if not isinstance(subject, str) or not subject.strip():
         raise ConfigError(f"{where}: subject must be a non-empty string")
-    if any(ord(ch) < 32 for ch in subject) or len(subject) > 150:
+    if header_text_problem(subject) or len(subject) > 150:
         raise ConfigError(
-            f"{where}: subject must be one line of at most 150 characters"
+            f"{where}: subject must be one line of plain text, at most 150 characters"
         )
     honeypot = table.get("honeypot", "_gotcha")
-    if not isinstance(honeypot, str) or not FIELD_NAME_RE.match(honeypot):
+    if not isinstance(honeypot, str) or not _field_name(honeypot):
         raise ConfigError(f"{where}: honeypot must be a field name")
     rate = table.get("rate_limit")
     if rate is None:
@@ -157,6 +163,9 @@ def _parse_form(
     else:
         raise ConfigError(f"{where}: rate_limit must be a string like '5/minute'")
     required = _strings(where, "required", table.get("required", []))
+    for name in required:
+        if not _field_name(name):
+            raise ConfigError(f"{where}: required: {name!r} is not a field name")
     return FormDef(
         id=form_id,
         recipients=tuple(recipients),

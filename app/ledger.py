@@ -280,8 +280,9 @@ class Ledger:
             stmt = insert(submissions).from_select(list(row), values)
         try:
             with self.engine.begin() as conn:
-                # rowcount is 1, or 0 when a limit's condition was false.
-                inserted = conn.execute(stmt).rowcount != 0
+                # A row comes back, or none when a limit's condition was false.
+                # (rowcount is not reliable for INSERT ... SELECT on psycopg.)
+                inserted = conn.execute(stmt.returning(submissions.c.id)).first()
         except IntegrityError as exc:
             # Most likely the dedupe key: the same form posted again.
             existing = self._receipt_for(dedupe_key) if dedupe_key else None
@@ -290,8 +291,13 @@ class Ledger:
             return existing
         except SQLAlchemyError as exc:
             raise StorageError(f"could not store the submission: {exc}") from exc
-        if inserted:
+        if inserted is not None:
             return receipt
+        # Refused by a limit; but a repeat of an accepted post (same dedupe
+        # key) still gets its first answer.
+        existing = self._receipt_for(dedupe_key) if dedupe_key else None
+        if existing is not None:
+            return existing
         try:
             refusal = self._which_limit(
                 limits or Limits(), form_id, client_ip, alias, now

@@ -26,7 +26,10 @@ def safe_next(value: str, origin: str | None, hosts: Collection[str]) -> str | N
     value = value.strip()
     if not value or header_text_problem(value) or "\\" in value or " " in value:
         return None
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. NFKC look-alikes of "/", "#", "@" in the host
+        return None
     if not parts.scheme and not parts.netloc:
         if origin is None or not value.startswith("/") or value.startswith("//"):
             return None
@@ -42,7 +45,9 @@ def safe_next(value: str, origin: str | None, hosts: Collection[str]) -> str | N
         return None
     if host not in hosts:
         return None
-    netloc = host if port is None else f"{host}:{port}"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
     return urlunsplit(
         (parts.scheme.lower(), netloc, parts.path or "/", parts.query, "")
     )

@@ -253,3 +253,34 @@ def test_newer_schema_than_the_code_refuses_to_start(database_url, monkeypatch):
     with pytest.raises(StorageError, match="newer"):
         migrate(engine)
     engine.dispose()
+
+
+def test_limits_refuse_inside_the_insert_on_both_databases(ledger, clock):
+    """The same statement stores or refuses; no phantom receipt on refusal."""
+    limits = ledger_module.Limits(rate=((2, 60),), recipient_daily=3, backlog=0)
+    kw = {"client_ip": "192.0.2.1", "limits": limits}
+    enqueue(ledger, 1, **kw)
+    clock.advance(1)
+    enqueue(ledger, 2, **kw)
+    with pytest.raises(ledger_module.LimitExceeded) as refused:
+        enqueue(ledger, 3, **kw)
+    assert (refused.value.reason, refused.value.status) == ("rate", 429)
+    assert refused.value.retry_after == 59  # when the oldest leaves the window
+    assert len(ledger.rows()) == 2
+    enqueue(ledger, 4, client_ip="192.0.2.2", limits=limits)  # another client
+    with pytest.raises(ledger_module.LimitExceeded) as quota:
+        enqueue(ledger, 5, client_ip="192.0.2.3", limits=limits)
+    assert quota.value.reason == "quota"
+    assert len(ledger.rows()) == 3
+
+
+def test_backlog_cap_and_a_repeat_at_the_limit_gets_its_receipt(ledger):
+    limits = ledger_module.Limits(backlog=1)
+    first = enqueue(ledger, 1, dedupe_key="k", limits=limits)
+    assert enqueue(ledger, 2, dedupe_key="k", limits=limits) == first
+    with pytest.raises(ledger_module.LimitExceeded) as full:
+        enqueue(ledger, 3, limits=limits)
+    assert (full.value.reason, full.value.status) == ("backlog", 503)
+    for row in ledger.claim(batch=5, lease=60):
+        ledger.mark_sent(row)
+    enqueue(ledger, 4, limits=limits)  # room again once delivered

@@ -1,0 +1,334 @@
+"""formdefs: named forms from TOML, validated at start-up, and their subjects."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from app import create_app
+from app.formdefs import FormDef, load_forms, parse_forms
+from config import ConfigError, parse_recipients
+
+ALIASES = ("sales", "support")
+DEFAULT_RATE = ((5, 60),)
+SOURCE = "forms.toml"
+
+
+def parse(tables: dict[str, Any]) -> dict[str, FormDef]:
+    return parse_forms({"forms": tables}, ALIASES, DEFAULT_RATE, SOURCE)
+
+
+def one(**table: Any) -> dict[str, Any]:
+    """A [forms.contact] table: valid apart from what the caller sets."""
+    return {"contact": {"recipients": ["support"], **table}}
+
+
+def config(forms_file: str | None = None) -> dict[str, Any]:
+    return {
+        "MAIL_RECIPIENTS": parse_recipients(
+            "sales=sales@example.com,support=help@example.org"
+        ),
+        "ALLOWED_ORIGINS": ["https://www.example.com"],
+        "REDIRECT_HOSTS": ["www.example.com"],
+        "RATE_LIMIT": DEFAULT_RATE,
+        "FORMS_FILE": forms_file,
+    }
+
+
+# -- every error names the file, the form and the key -------------------------
+
+
+@pytest.mark.parametrize(
+    ("tables", "form", "words"),
+    [
+        pytest.param(one(colour="red"), "contact", ["colour", "known"], id="unknown"),
+        pytest.param({"Contact": {}}, "Contact", ["id"], id="id-upper"),
+        pytest.param({"has space": {}}, "has space", ["id"], id="id-space"),
+        pytest.param({"-x": {}}, "-x", ["id"], id="id-dash"),
+        pytest.param({"x" * 65: {}}, "x" * 65, ["id"], id="id-long"),
+        pytest.param({"": {}}, "", ["id"], id="id-empty"),
+        pytest.param({"default": {}}, "default", ["default"], id="id-default"),
+        pytest.param({"contact": 3}, "contact", ["table"], id="not-a-table"),
+        pytest.param({"contact": {}}, "contact", ["recipients"], id="no-recipients"),
+        pytest.param(one(recipients=[]), "contact", ["recipients"], id="empty-list"),
+        pytest.param(
+            one(recipients=["nobody"]),
+            "contact",
+            ["recipients", "'nobody'", "MAIL_RECIPIENTS"],
+            id="unknown-alias",
+        ),
+        pytest.param(
+            one(recipients=["SALES"]), "contact", ["recipients"], id="alias-case"
+        ),
+        pytest.param(
+            one(recipients=["help@example.org"]),
+            "contact",
+            ["recipients"],
+            id="address-not-alias",
+        ),
+        pytest.param(
+            one(recipients="support"), "contact", ["recipients", "list"], id="rcpt-str"
+        ),
+        pytest.param(
+            one(recipients=[1]), "contact", ["recipients", "list"], id="rcpt-int"
+        ),
+        pytest.param(
+            one(allowed_origins="https://www.example.com"),
+            "contact",
+            ["allowed_origins", "list"],
+            id="origins-str",
+        ),
+        pytest.param(
+            one(allowed_origins=["ftp://www.example.com"]),
+            "contact",
+            ["allowed_origins", "ftp://www.example.com"],
+            id="origin-scheme",
+        ),
+        pytest.param(
+            one(allowed_origins=["https://www.example.com/contact"]),
+            "contact",
+            ["allowed_origins"],
+            id="origin-path",
+        ),
+        pytest.param(
+            one(allowed_origins=["*"]), "contact", ["allowed_origins"], id="origin-*"
+        ),
+        pytest.param(
+            one(allowed_origins=["null"]),
+            "contact",
+            ["allowed_origins"],
+            id="origin-null",
+        ),
+        pytest.param(
+            one(allowed_origins=["https://www.example.com:99999"]),
+            "contact",
+            ["allowed_origins"],
+            id="origin-port",
+        ),
+        pytest.param(
+            one(redirect_hosts="www.example.com"),
+            "contact",
+            ["redirect_hosts", "list"],
+            id="hosts-str",
+        ),
+        pytest.param(
+            one(redirect_hosts=["not a host"]),
+            "contact",
+            ["redirect_hosts"],
+            id="host-bad",
+        ),
+        pytest.param(
+            one(redirect_hosts=["https://www.example.com"]),
+            "contact",
+            ["redirect_hosts"],
+            id="host-url",
+        ),
+        pytest.param(
+            one(rate_limit="5/fortnight"), "contact", ["rate_limit"], id="rate-unit"
+        ),
+        pytest.param(
+            one(rate_limit="0/minute"), "contact", ["rate_limit"], id="rate-zero"
+        ),
+        pytest.param(one(rate_limit="lots"), "contact", ["rate_limit"], id="rate-word"),
+        pytest.param(one(rate_limit=5), "contact", ["rate_limit"], id="rate-int"),
+        pytest.param(
+            one(rate_limit=["5/minute"]), "contact", ["rate_limit"], id="rate-list"
+        ),
+        pytest.param(one(subject=""), "contact", ["subject"], id="subject-empty"),
+        pytest.param(one(subject="   "), "contact", ["subject"], id="subject-blank"),
+        pytest.param(one(subject=5), "contact", ["subject"], id="subject-int"),
+        pytest.param(one(subject="a\nb"), "contact", ["subject"], id="subject-lf"),
+        pytest.param(one(subject="a\rb"), "contact", ["subject"], id="subject-cr"),
+        pytest.param(one(subject="s" * 151), "contact", ["subject"], id="subject-long"),
+        pytest.param(one(honeypot=""), "contact", ["honeypot"], id="honeypot-empty"),
+        pytest.param(one(honeypot="a\nb"), "contact", ["honeypot"], id="honeypot-lf"),
+        pytest.param(one(honeypot=1), "contact", ["honeypot"], id="honeypot-int"),
+        pytest.param(
+            one(required="email"), "contact", ["required", "list"], id="required-str"
+        ),
+        pytest.param(
+            one(required=[["email"]]),
+            "contact",
+            ["required", "list"],
+            id="required-nested",
+        ),
+    ],
+)
+def test_errors_name_the_form_and_the_key(tables, form, words):
+    with pytest.raises(ConfigError) as info:
+        parse(tables)
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: form {form!r}")
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize(
+    "subject", ["a\x7fb", "a\u2028b", "a\x85b", "=?utf-8?q?a=0D=0AX:_y?= {subject}"]
+)
+def test_subjects_that_compose_would_refuse_are_start_up_errors(subject):
+    with pytest.raises(ConfigError, match=r"form 'contact'.*subject"):
+        parse(one(subject=subject))
+
+
+@pytest.mark.parametrize("name", ["phone\n", "a\x00b", "", "n" * 101])
+def test_required_field_names_are_checked(name):
+    with pytest.raises(ConfigError, match=r"form 'contact'.*required"):
+        parse(one(required=["email", name]))
+
+
+@pytest.mark.parametrize(
+    ("tables", "key"),
+    [
+        pytest.param({"contact\n": {"recipients": ["support"]}}, "id", id="id"),
+        pytest.param(one(honeypot="fax\n"), "honeypot", id="honeypot"),
+    ],
+)
+def test_a_trailing_newline_is_refused(tables, key):
+    with pytest.raises(ConfigError, match=key):
+        parse(tables)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"form": {}}, ["unknown top-level key", "'form'"]),
+        ({"forms": {}, "version": 2}, ["unknown top-level key", "'version'"]),
+        ({"forms": 3}, ["'forms' must be a table"]),
+        ({"forms": ["contact"]}, ["'forms' must be a table"]),
+    ],
+)
+def test_file_shape_errors_name_the_file(data, words):
+    with pytest.raises(ConfigError) as info:
+        parse_forms(data, ALIASES, DEFAULT_RATE, SOURCE)
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: ")
+    for word in words:
+        assert word in message
+
+
+def test_no_forms_is_fine():
+    assert parse_forms({}, ALIASES, DEFAULT_RATE, SOURCE) == {}
+    assert parse_forms({"forms": {}}, ALIASES, DEFAULT_RATE, SOURCE) == {}
+
+
+# -- a valid file -------------------------------------------------------------
+
+
+VALID = """
+[forms.support]
+recipients = ["support", "sales"]
+allowed_origins = ["https://Help.Example.net:443/", "http://localhost:8000"]
+redirect_hosts = ["Help.Example.net", "bücher.example"]
+subject = "  [Website] {subject}  "
+honeypot = "fax_number"
+rate_limit = "5/minute; 50/day"
+required = ["email", "message"]
+
+[forms.newsletter]
+recipients = ["sales"]
+
+[forms.quiet_1]
+recipients = ["sales"]
+rate_limit = "off"
+"""
+
+
+def test_a_valid_file_round_trips(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text(VALID, encoding="utf-8")
+    forms = load_forms(config(str(path)))
+    assert list(forms) == ["default", "support", "newsletter", "quiet_1"]
+    assert forms["support"] == FormDef(
+        id="support",
+        recipients=("support", "sales"),
+        allowed_origins=frozenset(
+            {"https://help.example.net", "http://localhost:8000"}
+        ),
+        redirect_hosts=frozenset({"help.example.net", "xn--bcher-kva.example"}),
+        subject="[Website] {subject}",
+        honeypot="fax_number",
+        rate_limit=((5, 60), (50, 86400)),
+        required=("email", "message"),
+    )
+    # Unset keys take the defaults; the rate limit is the environment's.
+    assert forms["newsletter"] == FormDef(
+        id="newsletter", recipients=("sales",), rate_limit=DEFAULT_RATE
+    )
+    assert forms["quiet_1"].rate_limit == ()
+
+
+def test_the_default_form_comes_from_the_environment():
+    forms = load_forms(config())
+    assert forms == {
+        "default": FormDef(
+            id="default",
+            recipients=("sales", "support"),
+            allowed_origins=frozenset({"https://www.example.com"}),
+            redirect_hosts=frozenset({"www.example.com"}),
+            rate_limit=DEFAULT_RATE,
+        )
+    }
+
+
+def test_an_unreadable_file_names_forms_file(tmp_path):
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError, match=r"^FORMS_FILE .*missing\.toml"):
+        load_forms(config(str(missing)))
+
+
+def test_a_file_that_is_not_toml_names_forms_file(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text("[forms.support\nrecipients = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^FORMS_FILE "):
+        load_forms(config(str(path)))
+
+
+def test_errors_in_the_file_name_its_path(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text('[forms.support]\nrecipients = ["nobody"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_forms(config(str(path)))
+    assert str(info.value).startswith(f"{path}: form 'support': recipients")
+
+
+def test_a_bad_forms_file_stops_start_up(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text('[forms.support]\nrecipients = ["nobody"]\n', encoding="utf-8")
+    settings = {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "MAIL_RECIPIENTS": "sales=sales@example.com",
+        "FORMS_FILE": str(path),
+    }
+    with pytest.raises(ConfigError, match=re.escape("form 'support': recipients")):
+        create_app(settings)
+
+
+# -- make_subject -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "visitor", "expected"),
+    [
+        ("{subject}", "Engines", "Engines"),
+        ("{subject}", "", "New submission (contact)"),
+        ("[Website] {subject}", "Engines", "[Website] Engines"),
+        ("[Website] {subject}", "", "[Website] New submission (contact)"),
+        ("{subject} (via the site)", "Engines", "Engines (via the site)"),
+        ("{subject} / {subject}", "A", "A / A"),
+        ("[Website]", "Engines", "[Website] Engines"),
+        ("[Website]", "", "[Website] New submission (contact)"),
+        # Not str.format: other braces stay, and the visitor's text is inert.
+        ("{name}: {subject}", "Engines", "{name}: Engines"),
+        (
+            "[Website] {subject}",
+            "{subject} {0} {x.__class__}",
+            "[Website] {subject} {0} {x.__class__}",
+        ),
+    ],
+)
+def test_make_subject(template, visitor, expected):
+    form = FormDef(id="contact", recipients=("sales",), subject=template)
+    assert form.make_subject(visitor) == expected
