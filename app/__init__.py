@@ -45,7 +45,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         # Trust exactly as many X-Forwarded-* entries as there are proxies we
         # run: anything further left was written by the client.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
     csrf = CSRFProtect(app)

@@ -27,7 +27,7 @@ from flask.typing import ResponseReturnValue
 
 from config import ConfigError, parse_origin
 
-from .compose import Submission, compose, envelope, new_message_id
+from .compose import Submission, compose, new_message_id
 from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
@@ -152,7 +152,7 @@ def submit(form_id: str) -> ResponseReturnValue:
     recipients = cfg["MAIL_RECIPIENTS"]
     mail_from = cfg["MAIL_FROM"]
     subject = form.make_subject(found.subject)[:200]
-    msg = compose(
+    message = compose(
         Submission(
             recipient=recipients[found.recipient].address,
             subject=subject,
@@ -168,7 +168,7 @@ def submit(form_id: str) -> ResponseReturnValue:
     )
     ledger: Ledger = current_app.extensions["formpost.ledger"]
     receipt = ledger.enqueue(
-        envelope(msg, mail_from),
+        message,
         form_id=form.id,
         alias=found.recipient,
         subject=subject,

@@ -7,6 +7,7 @@ default, WAL + synchronous=FULL) and PostgreSQL (several machines).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sqlite3
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -35,6 +37,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -146,10 +149,75 @@ class Stats:
         return self.counts.get("pending", 0) + self.counts.get("sending", 0)
 
 
-def _count_below(where: Any, limit: int) -> Any:
+def _count_below(where: Any, limit: Any) -> Any:
     """`(count of rows matching where) < limit`, reading at most `limit` rows."""
     capped = select(literal(1).label("one")).where(where).limit(limit).subquery()
     return select(func.count()).select_from(capped).scalar_subquery() < limit
+
+
+_PG_LIMIT_LOCK = text("SELECT pg_advisory_xact_lock(7453102)")
+_ROW_COLUMNS = (
+    "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
+    "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
+    "queued_at", "next_attempt_at", "client_ip",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_for(rate_windows: int, per_ip: bool, quota: bool, backlog: bool) -> Any:
+    """Build (once per shape) the INSERT that checks the limits in its WHERE.
+
+    Everything that varies is a bound parameter, so SQLAlchemy compiles each
+    shape once and the request path pays only for executing it.
+    """
+    if not (rate_windows and per_ip) and not quota and not backlog:
+        return submissions.insert().returning(submissions.c.id)
+    c = submissions.c
+    conditions = []
+    if per_ip:
+        for i in range(rate_windows):
+            window = (c.form_id == bindparam("form_id")) & (
+                c.client_ip == bindparam("client_ip")
+            )
+            window &= c.created_at > bindparam(f"rate_since_{i}")
+            conditions.append(_count_below(window, bindparam(f"rate_max_{i}")))
+    if quota:
+        day = (c.recipient_alias == bindparam("recipient_alias")) & (
+            c.created_at > bindparam("quota_since")
+        )
+        conditions.append(_count_below(day, bindparam("quota_max")))
+    if backlog:
+        undelivered = c.state.in_(("pending", "sending"))
+        conditions.append(_count_below(undelivered, bindparam("backlog_max")))
+    values = select(
+        *[bindparam(k, type_=submissions.c[k].type).label(k) for k in _ROW_COLUMNS]
+    ).where(*conditions)
+    return (
+        insert(submissions)
+        .from_select(list(_ROW_COLUMNS), values)
+        .returning(submissions.c.id)
+    )
+
+
+def _insert_statement(
+    row: dict[str, Any], limits: Limits | None, now: float
+) -> tuple[Any, dict[str, Any]]:
+    limits = limits or Limits()
+    per_ip = row["client_ip"] is not None
+    stmt = _insert_for(
+        len(limits.rate), per_ip, bool(limits.recipient_daily), bool(limits.backlog)
+    )
+    params = dict(row)
+    if per_ip:
+        for i, (count, seconds) in enumerate(limits.rate):
+            params[f"rate_since_{i}"] = now - seconds
+            params[f"rate_max_{i}"] = count
+    if limits.recipient_daily:
+        params["quota_since"] = now - 86400
+        params["quota_max"] = limits.recipient_daily
+    if limits.backlog:
+        params["backlog_max"] = limits.backlog
+    return stmt, params
 
 
 def default_url(instance_path: str) -> str:
@@ -271,18 +339,18 @@ class Ledger:
             "next_attempt_at": now,
             "client_ip": client_ip,
         }
-        conditions = self._limit_conditions(limits, form_id, client_ip, alias, now)
-        stmt: Any = submissions.insert().values(row)
-        if conditions:
-            values = select(
-                *[literal(v, submissions.c[k].type).label(k) for k, v in row.items()]
-            ).where(*conditions)
-            stmt = insert(submissions).from_select(list(row), values)
+        stmt, params = _insert_statement(row, limits, now)
+        limited = len(params) > len(row)  # some limit is in force
         try:
             with self.engine.begin() as conn:
+                if limited and conn.dialect.name == "postgresql":
+                    # Count and insert as one, like SQLite's BEGIN IMMEDIATE:
+                    # under READ COMMITTED, posts in flight together would
+                    # each count only what was committed before them.
+                    conn.execute(_PG_LIMIT_LOCK)
                 # A row comes back, or none when a limit's condition was false.
                 # (rowcount is not reliable for INSERT ... SELECT on psycopg.)
-                inserted = conn.execute(stmt.returning(submissions.c.id)).first()
+                inserted = conn.execute(stmt, params).first()
         except IntegrityError as exc:
             # Most likely the dedupe key: the same form posted again.
             existing = self._receipt_for(dedupe_key) if dedupe_key else None
@@ -305,31 +373,6 @@ class Ledger:
         except SQLAlchemyError as exc:
             raise StorageError(f"could not read the ledger: {exc}") from exc
         raise refusal
-
-    @staticmethod
-    def _limit_conditions(
-        limits: Limits | None,
-        form_id: str,
-        client_ip: str | None,
-        alias: str,
-        now: float,
-    ) -> list[Any]:
-        if limits is None:
-            return []
-        c = submissions.c
-        conditions = []
-        if client_ip is not None:
-            for count, seconds in limits.rate:
-                window = (c.form_id == form_id) & (c.client_ip == client_ip)
-                window &= c.created_at > now - seconds
-                conditions.append(_count_below(window, count))
-        if limits.recipient_daily:
-            day = (c.recipient_alias == alias) & (c.created_at > now - 86400)
-            conditions.append(_count_below(day, limits.recipient_daily))
-        if limits.backlog:
-            undelivered = c.state.in_(("pending", "sending"))
-            conditions.append(_count_below(undelivered, limits.backlog))
-        return conditions
 
     def _which_limit(
         self,

@@ -16,7 +16,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from .compose import Submission, compose, envelope, new_message_id
+from .compose import Submission, compose, new_message_id
 from .forms import ContactForm, form_token_age, new_form_token
 from .ledger import Ledger, Limits, new_receipt
 
@@ -86,7 +86,7 @@ def submit() -> ResponseReturnValue:
 
     recipient = cfg["MAIL_RECIPIENTS"][form.recipient.data]
     mail_from = cfg["MAIL_FROM"]
-    msg = compose(
+    message = compose(
         Submission(
             recipient=recipient.address,
             subject=form.subject.data,
@@ -99,7 +99,7 @@ def submit() -> ResponseReturnValue:
         date=datetime.now(UTC),
     )
     receipt = ledger().enqueue(
-        envelope(msg, mail_from),
+        message,
         form_id="hosted",
         alias=recipient.alias,
         subject=form.subject.data,

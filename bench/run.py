@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.clock import SystemClock  # noqa: E402
-from app.compose import Submission, compose, envelope, new_message_id  # noqa: E402
+from app.compose import Submission, compose, new_message_id  # noqa: E402
 from app.ledger import Ledger, make_engine, migrate, submissions  # noqa: E402
 from config import parse_mail_from  # noqa: E402
 
@@ -238,7 +238,7 @@ def queue_messages(database_url: str, count: int) -> list[bytes]:
             message_id=new_message_id(mail_from),
             date=datetime.now(UTC),
         )
-        out = envelope(msg, mail_from)
+        out = msg
         datas.append(out.data)
         rows.append(
             {

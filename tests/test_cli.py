@@ -20,7 +20,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from app.compose import Submission, compose, envelope, new_message_id
+from app.compose import Submission, compose, new_message_id
 from app.ledger import Ledger
 
 from .conftest import deliver, post_form
@@ -79,9 +79,7 @@ def queue(app: Flask, subject: str = "Hello", alias: str = "sales") -> str:
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
     )
-    return ledger_of(app).enqueue(
-        envelope(msg, mail_from), form_id="hosted", alias=alias, subject=subject
-    )
+    return ledger_of(app).enqueue(msg, form_id="hosted", alias=alias, subject=subject)
 
 
 def row(app: Flask, receipt: str):

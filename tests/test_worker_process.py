@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.clock import SystemClock
-from app.compose import Submission, compose, envelope, new_message_id
+from app.compose import Submission, compose, new_message_id
 from app.ledger import Ledger, make_engine, migrate
 from config import parse_mail_from
 
@@ -86,7 +86,7 @@ def queue(ledger: Ledger, count: int, subject: str = "msg") -> list[str]:
             message_id=new_message_id(mail_from),
             date=datetime.now(UTC),
         )
-        out = envelope(msg, mail_from)
+        out = msg
         ledger.enqueue(out, form_id="hosted", alias="sales", subject=f"{subject} {n}")
         ids.append(out.message_id)
     return ids
