@@ -15,7 +15,6 @@ import base64
 import binascii
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -59,6 +58,8 @@ _HTML = _jinja.from_string(
 # parser, so a typed "=?utf-8?q?a=0D=0ABcc:_x?=" could turn into a line break
 # and an extra header. Nobody types one by hand: refuse anything like one.
 _ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
+# Unicode categories Cc (C0 controls, DEL, C1 controls), Zl and Zp, exactly.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # RFC 5322 atoms separated by single spaces: a display name needing no quotes.
 _PLAIN_PHRASE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+( [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -76,7 +77,7 @@ def header_text_problem(value: str) -> str | None:
     Unsafe: any control character (CR, LF, NUL, TAB, C1 ...), the Unicode line
     and paragraph separators, and RFC 2047 encoded-word syntax.
     """
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
+    if _CONTROL.search(value):
         return "control characters or line breaks"
     if _ENCODED_WORD.search(value):
         return "an encoded-word sequence (=?...?=)"

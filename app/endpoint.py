@@ -7,6 +7,7 @@ compose and ledger as the hosted form; the workers deliver them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -57,12 +59,17 @@ def wants_json() -> bool:
 
 def request_origin() -> str | None:
     """Return the normalised origin of the posting page, from Origin or Referer."""
-    raw = request.headers.get("Origin")
-    if not raw:
-        referer = urlsplit(request.headers.get("Referer", ""))
-        if not referer.scheme or not referer.netloc:
-            return None
-        raw = f"{referer.scheme}://{referer.netloc}"
+    if "formpost_origin" not in g:
+        raw = request.headers.get("Origin")
+        if not raw:
+            referer = urlsplit(request.headers.get("Referer", ""))
+            raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
+        g.formpost_origin = _normalised_origin(raw) if raw else None
+    return g.formpost_origin
+
+
+@functools.lru_cache(maxsize=512)
+def _normalised_origin(raw: str) -> str | None:
     try:
         return parse_origin("Origin", raw)
     except ConfigError:

@@ -18,10 +18,14 @@ class DeliveryError(Exception):
 
     kind = "delivery"
 
-    def __init__(self, reply: str, code: int | None = None) -> None:
+    def __init__(
+        self, reply: str, code: int | None = None, connection_lost: bool = False
+    ) -> None:
         super().__init__(reply)
         self.reply = reply
         self.code = code
+        # The relay hung up: the session is gone, a new one may succeed.
+        self.connection_lost = connection_lost
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.reply}"

@@ -11,7 +11,8 @@ import functools
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -49,6 +50,7 @@ from .transport import Envelope
 STATES = ("pending", "sending", "sent", "failed")
 RECEIPT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud
 RELAY_KEY = "relay"
+READ_ONLY = "formpost_read_only"
 
 
 class StorageError(Exception):
@@ -137,6 +139,14 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What became of a claimed row: the columns to set when it is settled."""
+
+    row: Claimed
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Stats:
     """Counts by state and the age of the oldest due message."""
 
@@ -196,6 +206,27 @@ def _insert_for(rate_windows: int, per_ip: bool, quota: bool, backlog: bool) -> 
         insert(submissions)
         .from_select(list(_ROW_COLUMNS), values)
         .returning(submissions.c.id)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _settle_statement(columns: tuple[str, ...]) -> Any:
+    """UPDATE one claimed row if this claim still holds it (cached per shape)."""
+    c = submissions.c
+    values: dict[str, Any] = {"lease_until": None, "claim_token": None}
+    for column in columns:
+        if column == "undo":  # a claimed but unattempted row gets its try back
+            values["attempts"] = c.attempts - bindparam("undo")
+        else:
+            values[column] = bindparam(column)
+    return (
+        update(submissions)
+        .where(
+            c.id == bindparam("b_id"),
+            c.claim_token == bindparam("b_token"),
+            c.state == "sending",
+        )
+        .values(**values)
     )
 
 
@@ -281,7 +312,11 @@ def _tune_sqlite(engine: Engine, path: str | None) -> None:
         # IMMEDIATE takes the write lock up front. A deferred transaction that
         # reads first and then writes can fail with "database is locked"
         # without waiting for the busy timeout; this one waits its turn.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (stats, lists, health) must not take that lock.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def new_receipt() -> str:
@@ -296,6 +331,13 @@ class Ledger:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads only: on SQLite it does not take the write lock."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            yield conn
 
     # -- request path ------------------------------------------------------
 
@@ -384,7 +426,7 @@ class Ledger:
     ) -> LimitExceeded:
         """Say which limit refused and when trying again makes sense."""
         c = submissions.c
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
 
             def oldest_of_last(where: Any, count: int) -> float | None:
                 recent = (
@@ -421,7 +463,7 @@ class Ledger:
 
     def _receipt_for(self, dedupe_key: str) -> str | None:
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 return conn.execute(
                     select(submissions.c.receipt).where(
                         submissions.c.dedupe_key == dedupe_key
@@ -513,51 +555,72 @@ class Ledger:
                 .values(lease_until=self.clock.now() + lease)
             )
 
-    def _settle(self, row: Claimed, **values: Any) -> bool:
-        # Only the holder of the current claim may record an outcome: after a
-        # lost lease another worker owns the row.
+    def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record several outcomes in one transaction (one fsync); say which held.
+
+        Only the holder of the current claim may record an outcome: after a
+        lost lease another worker owns the row, and its result is False.
+        """
+        if not outcomes:
+            return []
+        held = []
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(submissions)
-                .where(
-                    submissions.c.id == row.id,
-                    submissions.c.claim_token == row.claim_token,
-                    submissions.c.state == "sending",
-                )
-                .values(lease_until=None, claim_token=None, **values)
-            )
-        return result.rowcount == 1
+            for outcome in outcomes:
+                stmt = _settle_statement(tuple(sorted(outcome.values)))
+                params = {
+                    "b_id": outcome.row.id,
+                    "b_token": outcome.row.claim_token,
+                    **outcome.values,
+                }
+                held.append(conn.execute(stmt, params).rowcount == 1)
+        return held
+
+    def sent(self, row: Claimed, reply: str = "250 accepted") -> Outcome:
+        """The relay accepted the message."""
+        values = {
+            "state": "sent",
+            "sent_at": self.clock.now(),
+            "last_reply": reply,
+            "last_error_kind": None,
+        }
+        return Outcome(row, values)
+
+    def retry(self, row: Claimed, kind: str, reply: str, delay: float) -> Outcome:
+        """Back to the queue, due after `delay` seconds."""
+        values = {
+            "state": "pending",
+            "next_attempt_at": self.clock.now() + delay,
+            "last_error_kind": kind,
+            "last_reply": reply,
+        }
+        return Outcome(row, values)
+
+    def failed(self, row: Claimed, kind: str, reply: str) -> Outcome:
+        """Dead-lettered, keeping the relay's reply."""
+        values = {"state": "failed", "last_error_kind": kind, "last_reply": reply}
+        return Outcome(row, values)
 
     def mark_sent(self, row: Claimed, reply: str = "250 accepted") -> bool:
         """Record that the relay accepted the message."""
-        now = self.clock.now()
-        return self._settle(
-            row, state="sent", sent_at=now, last_reply=reply, last_error_kind=None
-        )
+        return self.settle([self.sent(row, reply)])[0]
 
     def mark_retry(self, row: Claimed, kind: str, reply: str, delay: float) -> bool:
         """Put the row back in the queue, due after `delay` seconds."""
-        return self._settle(
-            row,
-            state="pending",
-            next_attempt_at=self.clock.now() + delay,
-            last_error_kind=kind,
-            last_reply=reply,
-        )
+        return self.settle([self.retry(row, kind, reply, delay)])[0]
 
     def mark_failed(self, row: Claimed, kind: str, reply: str) -> bool:
         """Dead-letter the row, keeping the relay's reply."""
-        return self._settle(row, state="failed", last_error_kind=kind, last_reply=reply)
+        return self.settle([self.failed(row, kind, reply)])[0]
 
     def release(self, rows: Iterable[Claimed]) -> None:
         """Give back rows that were claimed but not attempted (shutdown)."""
-        for row in rows:
-            self._settle(
-                row,
-                state="pending",
-                attempts=submissions.c.attempts - 1,
-                next_attempt_at=self.clock.now(),
-            )
+        now = self.clock.now()
+        self.settle(
+            [
+                Outcome(row, {"state": "pending", "next_attempt_at": now, "undo": 1})
+                for row in rows
+            ]
+        )
 
     def record_relay(self, error_kind: str | None, error: str | None = None) -> None:
         """Remember whether the relay works, for /readyz and alerts."""
@@ -588,7 +651,7 @@ class Ledger:
         """Count rows by state; find the oldest pending one; read relay health."""
         now = self.clock.now()
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 return self._stats(conn, now)
         except SQLAlchemyError as exc:
             raise StorageError(f"could not read the ledger: {exc}") from exc
@@ -619,7 +682,7 @@ class Ledger:
         query = select(*cols).order_by(submissions.c.id.desc()).limit(limit)
         if state:
             query = query.where(submissions.c.state == state)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return list(conn.execute(query).all())
 
     def requeue(self, ids: Iterable[int] | None = None) -> int:
@@ -648,7 +711,7 @@ class Ledger:
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 conn.execute(select(1))
         except SQLAlchemyError as exc:
             raise StorageError(str(exc)) from exc

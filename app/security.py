@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 
 class _SchemeAwareSessionInterface(SecureCookieSessionInterface):
@@ -15,6 +15,13 @@ class _SchemeAwareSessionInterface(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # Most posts (forms on other sites) carry no cookie: skip building
+        # the signing serializer for them.
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def content_security_policy(frame_ancestors: list[str]) -> str:

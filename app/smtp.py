@@ -257,7 +257,9 @@ def classify(exc: BaseException, stage: str) -> DeliveryError:
             return ConfigurationError(f"{where}: {reply}", exc.smtp_code)
         return TransientError(f"{where}: {reply}", exc.smtp_code)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return TransientError(f"connection closed by relay: {exc}")
+        return TransientError(
+            f"connection closed by relay: {exc}", connection_lost=True
+        )
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return ConfigurationError(f"relay does not support a required feature: {exc}")
     if isinstance(exc, TimeoutError | socket.timeout):
