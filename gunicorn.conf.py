@@ -7,9 +7,10 @@ in config.py.
 import os
 
 # BIND: where to listen. 127.0.0.1:8000 by default; the Docker image sets
-# 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable).
+# 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable);
+# by default two per core, since each request also waits on a disk sync.
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 # Requests only validate and commit one row; nothing here waits on SMTP.
 timeout = 30
 graceful_timeout = 20

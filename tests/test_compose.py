@@ -476,3 +476,14 @@ def test_long_ascii_subjects_fold_and_unfold_exactly(subject):
     )
     assert_wire_safe(env.data)
     assert parse(env.data)["Subject"] == subject
+
+
+def test_control_check_matches_the_unicode_categories_exactly():
+    """The fast regex refuses exactly categories Cc, Zl and Zp, all code points."""
+    import sys
+    import unicodedata
+
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        unsafe = unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+        assert bool(header_text_problem(f"a{ch}b")) == unsafe, hex(code)
