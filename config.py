@@ -152,6 +152,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
+    cfg["LOG_FORMAT"] = env.choice("LOG_FORMAT", ("text", "json"), "text")
     cfg["LOG_LEVEL"] = env.choice(
         "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
     )

@@ -16,8 +16,15 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
+# The classic combined line, plus the time taken and the request id Formpost
+# gave the request (the same id is on its own log lines).
+access_log_format = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+    "%(M)sms rid=%({x-request-id}o)s"
+)
 # The app's ProxyFix (TRUSTED_PROXY_HOPS) is the one authority on forwarded
-# headers; gunicorn must not set the scheme from X-Forwarded-Proto itself.
+# headers, counting exactly that many proxies; gunicorn must not also set the
+# scheme from X-Forwarded-Proto (%(h)s above is the proxy's address).
 secure_scheme_headers: dict[str, str] = {}
 forwarded_allow_ips = ""
 # gunicorn 25+ opens a control socket at one fixed path per user; several

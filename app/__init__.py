@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import development_secret, load_config
 
-from . import cli, endpoint, handlers, health, security, views
+from . import cli, endpoint, handlers, health, logs, security, views
 from .clock import SystemClock
 from .formdefs import load_forms
 from .ledger import Ledger, default_url, make_engine, migrate
@@ -38,7 +38,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.config.from_mapping(settings)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = development_secret(app.instance_path)
-    _configure_logging(app)
+    logs.init_app(app)
 
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
@@ -79,12 +79,3 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     else:
         log.info("Delivering through %s", transport.describe())
     return app
-
-
-def _configure_logging(app: Flask) -> None:
-    logging.getLogger("formpost").setLevel(app.config["LOG_LEVEL"])
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
-            level=logging.INFO,
-        )

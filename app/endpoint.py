@@ -187,6 +187,7 @@ def submit(form_id: str) -> ResponseReturnValue:
             backlog=cfg["BACKLOG_LIMIT"],
         ),
     )
+    g.receipt = receipt
     return _accepted(form, receipt, found.redirect, origin)
 
 

@@ -278,6 +278,7 @@ class Worker:
             row.envelope.message_id,
             row.attempts,
             f" ({reply})" if refused else "",
+            extra=self._fields(row, "sent"),
         )
 
     def _failed(self, row: Claimed, exc: DeliveryError) -> None:
@@ -287,7 +288,11 @@ class Worker:
         if isinstance(exc, PermanentError):
             record(self.ledger.failed(row, exc.kind, exc.reply))
             log.warning(
-                "failed receipt=%s attempt=%d: %s", row.receipt, row.attempts, exc
+                "failed receipt=%s attempt=%d: %s",
+                row.receipt,
+                row.attempts,
+                exc,
+                extra=self._fields(row, "failed"),
             )
             return
         if isinstance(exc, TransientError) and age >= s.give_up_after:
@@ -298,6 +303,7 @@ class Worker:
                 age,
                 EXPIRED,
                 exc.reply,
+                extra=self._fields(row, "expired"),
             )
             return
         delay = retry_delay(row.attempts, s.retry_base, s.retry_max, self.rand)
@@ -310,4 +316,15 @@ class Worker:
             row.attempts,
             delay,
             exc,
+            extra={**self._fields(row, "retry"), "delay_s": round(delay, 1)},
         )
+
+    def _fields(self, row: Claimed, outcome: str) -> dict[str, object]:
+        """The structured fields of one delivery attempt's log line."""
+        return {
+            "receipt": row.receipt,
+            "message_id": row.envelope.message_id,
+            "attempt": row.attempts,
+            "outcome": outcome,
+            "worker": self.name,
+        }

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask import (
     Blueprint,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -111,7 +112,7 @@ def submit() -> ResponseReturnValue:
             backlog=cfg["BACKLOG_LIMIT"],
         ),
     )
-    session["receipt"] = receipt
+    session["receipt"] = g.receipt = receipt
     return redirect(url_for(".thanks"), code=303)
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,29 +23,13 @@ from app.compose import Submission, compose, new_message_id
 from app.ledger import Ledger
 
 from .conftest import deliver, post_form
+from .fakeclock import FakeClock
 from .relay import Relay
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = 86400.0
 NO_SUCH_USER = "550 5.1.1 No such user"
 LONG_SUBJECT = "Quarterly maintenance schedule for the Analytical Engine"
-
-
-class FakeClock:
-    """A clock that moves only when told to (or when a worker waits)."""
-
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        self.t += seconds
-        return stop.is_set()
 
 
 @pytest.fixture

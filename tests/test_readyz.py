@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import pytest
 from flask import Flask
@@ -17,26 +16,10 @@ from flask import Flask
 from app.ledger import Ledger
 
 from .conftest import PG_URL, deliver, post_form
+from .fakeclock import FakeClock
 from .relay import PASSWORD
 
 WRONG_PASSWORD = "not-the-Relay-Passw0rd-7f3a"
-
-
-class FakeClock:
-    """A clock that moves only when told to (or when a worker waits)."""
-
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    def wait(self, seconds: float, stop: threading.Event) -> bool:
-        self.t += seconds
-        return stop.is_set()
 
 
 def ledger_of(app: Flask) -> Ledger:
