@@ -152,6 +152,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
+    cfg.update(_dkim(env, cfg["MAIL_FROM"]))
     cfg["LOG_FORMAT"] = env.choice("LOG_FORMAT", ("text", "json"), "text")
     cfg["LOG_LEVEL"] = env.choice(
         "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
@@ -343,6 +344,46 @@ def _database_url(env: _Env) -> str | None:
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg" + url[len(scheme) :]
     return url
+
+
+def _dkim(env: _Env, mail_from: Address) -> dict[str, Any]:
+    domain = env.text("DKIM_DOMAIN")
+    selector = env.text("DKIM_SELECTOR")
+    key_file = env.file("DKIM_PRIVATE_KEY_FILE")
+    if env.text("DKIM_PRIVATE_KEY"):
+        raise ConfigError(
+            "DKIM_PRIVATE_KEY is not read: put the key in a file and set "
+            "DKIM_PRIVATE_KEY_FILE (keys do not belong in the environment)"
+        )
+    if not (domain or selector or key_file):
+        return {"DKIM_DOMAIN": None, "DKIM_SELECTOR": None, "DKIM_PRIVATE_KEY": None}
+    if not (domain and selector and key_file):
+        raise ConfigError(
+            "DKIM needs all of DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE"
+        )
+    domain = parse_host("DKIM_DOMAIN", domain)
+    if not re.fullmatch(
+        r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*",
+        selector.lower(),
+    ):
+        raise ConfigError(
+            f"DKIM_SELECTOR must be a DNS label like 'mail', got {selector!r}"
+        )
+    mail_domain = mail_from.domain.lower()
+    if mail_domain != domain and not mail_domain.endswith("." + domain):
+        raise ConfigError(
+            f"DKIM_DOMAIN {domain} does not align with MAIL_FROM's domain "
+            f"{mail_domain}: DMARC would not count the signature"
+        )
+    try:
+        key = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"DKIM_PRIVATE_KEY_FILE cannot be read: {exc.strerror}"
+        ) from None
+    if b"PRIVATE KEY-----" not in key:
+        raise ConfigError("DKIM_PRIVATE_KEY_FILE does not hold a PEM private key")
+    return {"DKIM_DOMAIN": domain, "DKIM_SELECTOR": selector, "DKIM_PRIVATE_KEY": key}
 
 
 def development_secret(instance_path: str) -> str:

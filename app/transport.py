@@ -62,13 +62,25 @@ def send_one(transport: Transport, envelope: Envelope) -> SendResult:
 
 
 def make_transport(config: Mapping[str, Any], instance_path: str) -> Transport:
-    """Build the SMTP transport, or the Maildir one when no SMTP_HOST is set."""
+    """Build the SMTP transport, or the Maildir one when no SMTP_HOST is set.
+
+    With DKIM configured, every message is signed on its way out.
+    """
+    transport: Transport
     if config.get("SMTP_HOST"):
         from .smtp import SMTPSettings, SMTPTransport
 
-        return SMTPTransport(SMTPSettings.from_config(config))
-    from .maildir import MaildirTransport, default_maildir
+        transport = SMTPTransport(SMTPSettings.from_config(config))
+    else:
+        from .maildir import MaildirTransport, default_maildir
 
-    return MaildirTransport(
-        config.get("MAILDIR_PATH") or default_maildir(instance_path)
-    )
+        path = config.get("MAILDIR_PATH") or default_maildir(instance_path)
+        transport = MaildirTransport(path)
+    if config.get("DKIM_DOMAIN"):
+        from .signing import Signer, SigningTransport
+
+        signer = Signer(
+            config["DKIM_DOMAIN"], config["DKIM_SELECTOR"], config["DKIM_PRIVATE_KEY"]
+        )
+        transport = SigningTransport(transport, signer)
+    return transport
