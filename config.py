@@ -96,10 +96,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     )
     cfg["MAIL_RECIPIENTS"] = parse_recipients(raw_recipients)
 
-    secret = env.text("SECRET_KEY")
+    secret = _secret_key(env)
     if not secret and not development:
         raise ConfigError(
-            "SECRET_KEY is required when SMTP_HOST is set; generate one with: "
+            "SECRET_KEY (or SECRET_KEY_FILE) is required when SMTP_HOST is set; "
+            "generate one with: "
             'python3 -c "import secrets; print(secrets.token_hex(32))"'
         )
     if secret and len(secret) < 16:
@@ -316,6 +317,19 @@ def _reject_controls(variable: str, value: str) -> None:
         raise ConfigError(f"{variable} contains control characters")
 
 
+def _secret_key(env: _Env) -> str | None:
+    literal = env.text("SECRET_KEY")
+    path = env.file("SECRET_KEY_FILE")
+    if literal and path:
+        raise ConfigError("set SECRET_KEY or SECRET_KEY_FILE, not both")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"SECRET_KEY_FILE cannot be read: {exc}") from None
+    return literal
+
+
 def _password(env: _Env) -> str | None:
     # Taken as given: spaces can be part of a password (env.text would strip).
     literal = env.raw("SMTP_PASSWORD")
@@ -333,6 +347,14 @@ def _password(env: _Env) -> str | None:
 
 def _database_url(env: _Env) -> str | None:
     url = env.text("DATABASE_URL")
+    path = env.file("DATABASE_URL_FILE")
+    if url and path:
+        raise ConfigError("set DATABASE_URL or DATABASE_URL_FILE, not both")
+    if path:
+        try:
+            url = Path(path).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"DATABASE_URL_FILE cannot be read: {exc}") from None
     if url is None:
         return None  # create_app() puts SQLite in the instance folder
     scheme = url.partition("://")[0]

@@ -571,3 +571,21 @@ def test_development_secret_is_one_whole_key_under_concurrent_starts(tmp_path):
     (key,) = keys
     assert len(key) == 64
     assert [p.name for p in tmp_path.iterdir()] == ["dev-secret-key"]  # no temp left
+
+
+def test_secret_key_from_a_file(tmp_path):
+    """Docker/systemd secrets: the key comes from a file, its newline dropped."""
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("k" * 40 + "\n")
+    base = {
+        "SMTP_HOST": "relay.example.com",
+        "MAIL_FROM": "forms@example.com",
+        "MAIL_RECIPIENTS": "sales@example.com",
+    }
+    assert load_config({**base, "SECRET_KEY_FILE": str(key_file)})["SECRET_KEY"] == (
+        "k" * 40
+    )
+    with pytest.raises(ConfigError, match="not both"):
+        load_config({**base, "SECRET_KEY_FILE": str(key_file), "SECRET_KEY": "x" * 20})
+    with pytest.raises(ConfigError, match="SECRET_KEY_FILE"):
+        load_config({**base, "SECRET_KEY_FILE": str(tmp_path / "missing")})
