@@ -154,6 +154,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
     cfg.update(_dkim(env, cfg["MAIL_FROM"]))
+    token = env.text("METRICS_TOKEN")
+    if token and len(token) < 16:
+        raise ConfigError("METRICS_TOKEN is too short: use at least 16 characters")
+    cfg["METRICS_TOKEN"] = token
     cfg["LOG_FORMAT"] = env.choice("LOG_FORMAT", ("text", "json"), "text")
     cfg["LOG_LEVEL"] = env.choice(
         "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

@@ -31,3 +31,11 @@ forwarded_allow_ips = ""
 # instances on a host (tests, benchmarks, two sites) would fight over it, and
 # Formpost does not use gunicornc.
 control_socket_disable = True
+
+
+def child_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+    """Tell prometheus-client's multiprocess mode that a worker is gone."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import development_secret, load_config
 
-from . import cli, endpoint, handlers, health, logs, security, views
+from . import cli, endpoint, handlers, health, logs, metrics, security, views
 from .clock import SystemClock
 from .formdefs import load_forms
 from .ledger import Ledger, default_url, make_engine, migrate
@@ -68,6 +68,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(endpoint.bp)
     app.register_blueprint(health.bp)
     handlers.init_app(app)
+    metrics.init_app(app)
     cli.init_app(app)
 
     if app.config["DEVELOPMENT"]:

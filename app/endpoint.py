@@ -29,6 +29,7 @@ from flask.typing import ResponseReturnValue
 
 from config import ConfigError, parse_origin
 
+from . import metrics
 from .compose import Submission, compose, new_message_id
 from .errors import Rejected
 from .fieldmap import collect, interpret
@@ -154,6 +155,7 @@ def submit(form_id: str) -> ResponseReturnValue:
     if found.honeypot:
         # Answer exactly as for a real post, so a bot learns nothing.
         log.info("form %s: honeypot filled, nothing stored", form.id)
+        metrics.submission(form.id, "rejected", "honeypot")
         return _accepted(form, new_receipt(), found.redirect, origin)
 
     recipients = cfg["MAIL_RECIPIENTS"]
@@ -188,6 +190,7 @@ def submit(form_id: str) -> ResponseReturnValue:
         ),
     )
     g.receipt = receipt
+    metrics.submission(form.id, "accepted")
     return _accepted(form, receipt, found.redirect, origin)
 
 

@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .endpoint import forms, request_origin, wants_json
 from .errors import Rejected
 from .ledger import LimitExceeded, StorageError
@@ -34,6 +35,28 @@ HTTP_MESSAGES = {
     413: "What you sent is too large. Please shorten your message and try again.",
     415: "This kind of upload is not supported.",
 }
+
+
+REJECTION_REASONS = {
+    400: "malformed",
+    403: "origin",
+    404: "unknown_form",
+    413: "too_large",
+    415: "content_type",
+    422: "invalid",
+}
+
+
+def _count(reason: str) -> None:
+    """Count a refused submission under its form (known forms only)."""
+    if request.method != "POST":
+        return
+    if request.blueprint == "hosted":
+        form = "hosted"
+    else:
+        form_id = (request.view_args or {}).get("form_id", "")
+        form = form_id if form_id in forms() else "unknown"
+    metrics.submission(form, "rejected", reason)
 
 
 def limit_message(exc: LimitExceeded) -> str:
@@ -68,6 +91,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Rejected)
     def _rejected(exc: Rejected) -> ResponseReturnValue:
         log.info("rejected %s %s: %s", request.method, request.path, exc.status)
+        _count(REJECTION_REASONS.get(exc.status, "invalid"))
         return refusal(exc.status, exc.errors, exc.retry_after)
 
     @app.errorhandler(LimitExceeded)
@@ -78,6 +102,7 @@ def init_app(app: Flask) -> None:
             request.path,
             request.remote_addr,
         )
+        _count(exc.reason)
         message = limit_message(exc)
         if _hosted_form_post():
             form = contact_form()
@@ -91,6 +116,7 @@ def init_app(app: Flask) -> None:
         # Nothing was committed, so we must not say "thanks". The cause goes
         # to the log for the operator, never to the visitor.
         log.error("submission not stored: %s", exc)
+        _count("storage")
         if _hosted_form_post():
             form = contact_form()
             form.validate()  # re-attach normalised values; the input was valid
@@ -100,6 +126,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
         log.info("CSRF check failed: %s", exc.description)
+        _count("csrf")
         if _hosted_form_post():
             # A fresh form carries a fresh token; the visitor's text is kept.
             return render_form(contact_form(), 400, notice=CSRF_EXPIRED)
@@ -108,6 +135,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
         code = exc.code or 500
+        if request.method == "POST" and code in REJECTION_REASONS:
+            _count(REJECTION_REASONS[code])
         message = HTTP_MESSAGES.get(code, exc.description or "Something went wrong.")
         if _endpoint() or request.path.startswith("/f/"):
             return refusal(code, {"_form": message})

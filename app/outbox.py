@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import metrics
 from .clock import Clock
 from .errors import (
     ConfigurationError,
@@ -272,6 +273,7 @@ class Worker:
                 f"<{addr}> {code} {text}" for addr, (code, text) in refused.items()
             )
         self._recorder.put(self.ledger.sent(row, reply))  # type: ignore[union-attr]
+        metrics.delivery("sent", latency=self.clock.now() - row.queued_at)
         log.info(
             "delivered receipt=%s message_id=%s attempt=%d%s",
             row.receipt,
@@ -287,6 +289,7 @@ class Worker:
         record = self._recorder.put  # type: ignore[union-attr]
         if isinstance(exc, PermanentError):
             record(self.ledger.failed(row, exc.kind, exc.reply))
+            metrics.delivery("failed")
             log.warning(
                 "failed receipt=%s attempt=%d: %s",
                 row.receipt,
@@ -297,6 +300,7 @@ class Worker:
             return
         if isinstance(exc, TransientError) and age >= s.give_up_after:
             record(self.ledger.failed(row, "expired", f"{EXPIRED}: {exc.reply}"))
+            metrics.delivery("expired")
             log.warning(
                 "failed receipt=%s after %.0f s: %s: %s",
                 row.receipt,
@@ -308,6 +312,7 @@ class Worker:
             return
         delay = retry_delay(row.attempts, s.retry_base, s.retry_max, self.rand)
         record(self.ledger.retry(row, exc.kind, exc.reply, delay))
+        metrics.delivery("retry")
         level = logging.ERROR if isinstance(exc, ConfigurationError) else logging.INFO
         log.log(
             level,

@@ -17,6 +17,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from . import metrics
 from .compose import Submission, compose, new_message_id
 from .forms import ContactForm, form_token_age, new_form_token
 from .ledger import Ledger, Limits, new_receipt
@@ -73,9 +74,11 @@ def submit() -> ResponseReturnValue:
     if form.website.data:
         # The honeypot: answered like success, nothing stored.
         log.info("hosted form: honeypot filled, nothing stored")
+        metrics.submission("hosted", "rejected", "honeypot")
         session["receipt"] = new_receipt()
         return redirect(url_for(".thanks"), code=303)
     if not form.validate():
+        metrics.submission("hosted", "rejected", "invalid")
         return render_form(form, 400, notice="Please correct the highlighted fields.")
     age = form_token_age(cfg["SECRET_KEY"], form.form_token.data)
     if age is None:
@@ -83,6 +86,7 @@ def submit() -> ResponseReturnValue:
     if cfg["MIN_FILL_SECONDS"] and (age is None or age < cfg["MIN_FILL_SECONDS"]):
         # Faster than a person types: most likely a bot. A person loses
         # nothing: the form comes back filled in and the next try passes.
+        metrics.submission("hosted", "rejected", "too_fast")
         return render_form(form, 400, notice=TOO_FAST)
 
     recipient = cfg["MAIL_RECIPIENTS"][form.recipient.data]
@@ -113,6 +117,7 @@ def submit() -> ResponseReturnValue:
         ),
     )
     session["receipt"] = g.receipt = receipt
+    metrics.submission("hosted", "accepted")
     return redirect(url_for(".thanks"), code=303)
 
 

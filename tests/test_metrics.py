@@ -1,0 +1,109 @@
+"""/metrics: off by default, bearer-token only, counts from real traffic."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import deliver, post_form
+
+TOKEN = "metrics-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ORIGIN = "https://www.example.com"
+LINE = re.compile(r"^(formpost_\w+)(\{[^}]*\})? (\S+)$")
+
+
+def scrape(client) -> dict[str, float]:
+    response = client.get("/metrics", headers=AUTH)
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    values: dict[str, float] = {}
+    for line in response.get_data(as_text=True).splitlines():
+        match = LINE.match(line)
+        if match:
+            values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return values
+
+
+def delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+@pytest.fixture
+def metered(make_app, relay):
+    return make_app(relay.env(METRICS_TOKEN=TOKEN, ALLOWED_ORIGINS=ORIGIN))
+
+
+def test_metrics_are_off_without_a_token(make_app, relay):
+    client = make_app(relay.env()).test_client()
+    assert client.get("/metrics").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token-00000000"}, {"Authorization": TOKEN}],
+)
+def test_metrics_refuse_a_missing_or_wrong_token(metered, headers):
+    response = metered.test_client().get("/metrics", headers=headers)
+    assert response.status_code == 401
+    assert TOKEN not in response.get_data(as_text=True)
+    assert "formpost_" not in response.get_data(as_text=True)
+
+
+def test_counts_follow_real_submissions_and_deliveries(metered, relay):
+    client = metered.test_client()
+    before = scrape(client)
+    assert post_form(client).status_code == 303
+    assert post_form(client, subject="").status_code == 400
+    json_post = {"Origin": ORIGIN, "Accept": "application/json"}
+    for _ in range(2):
+        ok = client.post("/f/default", data={"message": "hi"}, headers=json_post)
+        assert ok.status_code == 202
+    refused = client.post(
+        "/f/default",
+        data={"message": "hi"},
+        headers={"Origin": "https://evil.example", "Accept": "application/json"},
+    )
+    assert refused.status_code == 403
+    bot = client.post(
+        "/f/default", data={"message": "x", "_gotcha": "y"}, headers=json_post
+    )
+    assert bot.status_code == 202
+    middle = scrape(client)
+    assert middle["formpost_backlog"] == 3
+    relay.reply_next("RCPT", "550 5.1.1 gone")
+    deliver(metered)
+    after = scrape(client)
+
+    sub = "formpost_submissions_total"
+    assert (
+        delta(before, after, sub + '{form="hosted",outcome="accepted",reason=""}') == 1
+    )
+    assert (
+        delta(
+            before, after, sub + '{form="hosted",outcome="rejected",reason="invalid"}'
+        )
+        == 1
+    )
+    assert (
+        delta(before, after, sub + '{form="default",outcome="accepted",reason=""}') == 2
+    )
+    assert (
+        delta(
+            before, after, sub + '{form="default",outcome="rejected",reason="origin"}'
+        )
+        == 1
+    )
+    assert (
+        delta(
+            before, after, sub + '{form="default",outcome="rejected",reason="honeypot"}'
+        )
+        == 1
+    )
+    dlv = "formpost_deliveries_total"
+    assert delta(before, after, dlv + '{outcome="sent"}') == 2
+    assert delta(before, after, dlv + '{outcome="failed"}') == 1
+    assert delta(before, after, "formpost_delivery_latency_seconds_count") == 2
+    assert after["formpost_backlog"] == 0
+    assert after["formpost_failed"] == 1
