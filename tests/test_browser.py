@@ -8,10 +8,7 @@ Screenshots go to $ARTIFACTS_DIR, or test-artifacts/ at the repository root.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,38 +20,22 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     expect,
-    sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
-from werkzeug.serving import make_server
 
+from .chromium import (
+    TIMEOUT_MS,
+    artifacts_dir,
+    launch_chromium,
+    require_chromium,
+    serve_wsgi,
+    text_body,
+)
 from .conftest import deliver
-from .relay import Received, Relay
+from .relay import Relay
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = (
-    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-) or shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip(
-        "Debian chromium is not installed (/usr/bin/chromium or chromium on PATH)",
-        allow_module_level=True,
-    )
-
-# The machine has no outside network: keep chromium from trying to reach it.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT_MS = 10_000
+require_chromium()
 
 SUBJECT = "Grüße 你好 👋 café"
 MESSAGE = "Hello from the browser.\nLine two: 你好 👋 café <b>not bold</b> & more."
@@ -63,20 +44,8 @@ MESSAGE = "Hello from the browser.\nLine two: 你好 👋 café <b>not bold</b> 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless chromium for the module; skip when it cannot start."""
-    try:
-        pw = sync_playwright().start()
-    except PlaywrightError as exc:
-        pytest.skip(f"playwright cannot start: {exc}")
-    try:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-    except PlaywrightError as exc:
-        pw.stop()
-        pytest.skip(f"playwright cannot launch {CHROMIUM}: {exc}")
-    yield browser
-    browser.close()
-    pw.stop()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -88,13 +57,8 @@ def live_app(make_app: Callable[..., Flask], relay: Relay) -> Flask:
 @pytest.fixture
 def live_server(live_app: Flask) -> Iterator[str]:
     """Serve the app on a loopback port; return its base URL."""
-    server = make_server("127.0.0.1", 0, live_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve_wsgi(live_app) as base:
+        yield base
 
 
 @pytest.fixture
@@ -122,16 +86,7 @@ def page(new_context: Callable[..., BrowserContext]) -> Page:
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """The folder screenshots are written to."""
-    folder = Path(os.environ.get("ARTIFACTS_DIR") or REPO / "test-artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def text_body(received: Received) -> str:
-    """The text/plain part of a delivered message, with LF newlines."""
-    part = received.message.get_body(preferencelist=("plain",))
-    assert part is not None, "message has no text/plain part"
-    return part.get_content().replace("\r\n", "\n")
+    return artifacts_dir()
 
 
 def fill_form(page: Page, subject: str = SUBJECT, message: str = MESSAGE) -> None:

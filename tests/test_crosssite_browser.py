@@ -10,8 +10,6 @@ conftest.deliver. Screenshots go to $ARTIFACTS_DIR, or test-artifacts/.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,37 +18,22 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
-from werkzeug.serving import make_server
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from .chromium import (
+    TIMEOUT_MS,
+    artifacts_dir,
+    launch_chromium,
+    require_chromium,
+    serve_wsgi,
+    text_body,
+)
 from .conftest import deliver
-from .relay import Received, Relay
+from .relay import Relay
 
 pytestmark = pytest.mark.browser
+require_chromium()
 
-CHROMIUM = (
-    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-) or shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip(
-        "Debian chromium is not installed (/usr/bin/chromium or chromium on PATH)",
-        allow_module_level=True,
-    )
-
-# The same flags as test_browser.py: no outside network, ever.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT_MS = 10_000
 MESSAGE = "Hello from another site.\nSecond line: café <b>not bold</b> & more."
 
 FORM_PAGE = """<!doctype html>
@@ -214,20 +197,8 @@ class Setup:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless chromium for the module; skip when it cannot start."""
-    try:
-        pw = sync_playwright().start()
-    except PlaywrightError as exc:
-        pytest.skip(f"playwright cannot start: {exc}")
-    try:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-    except PlaywrightError as exc:
-        pw.stop()
-        pytest.skip(f"playwright cannot launch {CHROMIUM}: {exc}")
-    yield browser
-    browser.close()
-    pw.stop()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -241,10 +212,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    """The folder screenshots are written to (as in test_browser.py)."""
-    folder = Path(os.environ.get("ARTIFACTS_DIR") or REPO / "test-artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """The folder screenshots are written to."""
+    return artifacts_dir()
 
 
 @pytest.fixture
@@ -260,28 +229,16 @@ def setup(
     site, evil = serve_static(roots[0]), serve_static(roots[1])
     app = make_app(relay.env(ALLOWED_ORIGINS=site.origin, REDIRECT_HOSTS="127.0.0.1"))
     recorder = Recorder(app.wsgi_app)
-    server = make_server("127.0.0.1", 0, recorder, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    formpost = f"http://127.0.0.1:{server.port}"
-    assert len({formpost, site.origin, evil.origin}) == 3
-    form_page = FORM_PAGE.format(endpoint=formpost + "/f/default")
-    for root in roots:
-        (root / "form.html").write_text(form_page, encoding="utf-8")
     try:
-        yield Setup(formpost, app, recorder, site, evil)
+        with serve_wsgi(recorder) as formpost:
+            assert len({formpost, site.origin, evil.origin}) == 3
+            form_page = FORM_PAGE.format(endpoint=formpost + "/f/default")
+            for root in roots:
+                (root / "form.html").write_text(form_page, encoding="utf-8")
+            yield Setup(formpost, app, recorder, site, evil)
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
         site.stop()
         evil.stop()
-
-
-def text_body(received: Received) -> str:
-    part = received.message.get_body(preferencelist=("plain",))
-    assert part is not None, "message has no text/plain part"
-    return part.get_content().replace("\r\n", "\n")
 
 
 def fill(page: Page, name: str = "Zoë Ångström", message: str = MESSAGE) -> None:

@@ -13,12 +13,10 @@ import http.client
 import json
 import os
 import pwd
-import re
 import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,11 +27,17 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import pytest
 import trustme
 
-from app.clock import SystemClock
-from app.ledger import Ledger, make_engine
-
+from .processes import (
+    START_TIMEOUT,
+    form_inputs,
+    gunicorn_and_worker,
+    ledger_rows,
+    server_env,
+    start,
+    stop,
+    wait_until,
+)
 from .relay import free_port
-from .test_wsgi import form_inputs, server_env, start, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +51,7 @@ if NGINX is None:
         allow_module_level=True,
     )
 
-START_TIMEOUT = 20.0
 SITE = "https://www.example.com"
-LISTENING_RE = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-# Access log lines: "<pid> METHOD /path status".
-ACCESS_FORMAT = "%(p)s %(m)s %(U)s %(s)s"
 JSON_HEADERS = {
     "Origin": SITE,
     "Accept": "application/json",
@@ -120,6 +120,7 @@ class Stack:
     context: ssl.SSLContext
     database_url: str
     tmp: Path
+    upstream_access_log: Path
 
     @property
     def base(self) -> str:
@@ -149,15 +150,11 @@ class Stack:
 
     def rows(self) -> list:
         """Every stored submission, read straight from the ledger database."""
-        engine = make_engine(self.database_url)
-        try:
-            return Ledger(engine, SystemClock()).rows(limit=1000)
-        finally:
-            engine.dispose()
+        return ledger_rows(self.database_url)
 
     def upstream_posts(self) -> list[str]:
         """The POST lines of gunicorn's access log: what got past nginx."""
-        path = self.tmp / "gunicorn-access.log"
+        path = self.upstream_access_log
         if not path.exists():
             return []
         return [ln for ln in path.read_text().splitlines() if " POST " in ln]
@@ -173,37 +170,6 @@ def fields(n: int = 1) -> dict[str, str]:
         "email": "ada@example.net",
         "message": f"Message number {n} through nginx.",
     }
-
-
-def _gunicorn_port(proc: subprocess.Popen, log_path: Path) -> int:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        match = LISTENING_RE.search(log_path.read_text(errors="replace"))
-        if match:
-            return int(match.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(
-        f"gunicorn did not start listening (exit {proc.poll()}):\n"
-        + log_path.read_text(errors="replace")
-    )
-
-
-def _stop_nginx(proc: subprocess.Popen) -> None:
-    """SIGQUIT (graceful) the master; SIGKILL its session if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the session we started, only
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def _start_nginx(tmp: Path, upstream: int, context: ssl.SSLContext):
@@ -238,7 +204,7 @@ def _start_nginx(tmp: Path, upstream: int, context: ssl.SSLContext):
                 time.sleep(0.05)
             finally:
                 probe.close()
-        _stop_nginx(proc)
+        stop(proc, signal.SIGQUIT)  # graceful
         if "Address already in use" not in (tmp / "error.log").read_text():
             break
     raise AssertionError(
@@ -268,34 +234,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         RATE_LIMIT="3/minute",
         MIN_FILL_SECONDS="0",
     )
-    gunicorn_cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "wsgi:app",
-        "--no-control-socket",
-        "--access-logfile",
-        str(tmp_path / "gunicorn-access.log"),
-        "--access-logformat",
-        ACCESS_FORMAT,
-        "--graceful-timeout",
-        "5",
-    ]
-    worker_cmd = [sys.executable, "-m", "flask", "--app", "wsgi", "worker"]
-    gunicorn = start(gunicorn_cmd, env, tmp_path / "gunicorn.log")
-    worker = start(worker_cmd, env, tmp_path / "worker.log")
-    nginx = None
-    try:
-        upstream = _gunicorn_port(gunicorn, tmp_path / "gunicorn.log")
-        nginx, port = _start_nginx(tmp_path, upstream, context)
-        server = Stack(port, context, database_url, tmp_path)
-        wait_until(lambda: _healthy(server), START_TIMEOUT, "/healthz through nginx")
-        yield server
-    finally:
-        if nginx is not None:
-            _stop_nginx(nginx)
-        stop(worker)
-        stop(gunicorn)
+    with gunicorn_and_worker(env, tmp_path) as upstream:
+        nginx, port = _start_nginx(tmp_path, upstream.port, context)
+        try:
+            server = Stack(port, context, database_url, tmp_path, upstream.access_path)
+            wait_until(
+                lambda: _healthy(server), START_TIMEOUT, "/healthz through nginx"
+            )
+            yield server
+        finally:
+            stop(nginx, signal.SIGQUIT)  # graceful
 
 
 def _healthy(server: Stack) -> bool:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
-import sys
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,22 +19,25 @@ from pathlib import Path
 
 import pytest
 
-from app.clock import SystemClock
-from app.ledger import Ledger, make_engine
-
-from .test_wsgi import server_env, start, stop, wait_until
+from .processes import (
+    START_TIMEOUT,
+    Hit,
+    gunicorn_and_worker,
+    hold_worker,
+    ledger_rows,
+    read_hits,
+    release,
+    server_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
-START_TIMEOUT = 20.0
 WORKERS = 4
 LIMIT = 5
 POSTS = 12
 SITE = "https://www.example.com"
-LISTENING_RE = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 BOOTED_RE = re.compile(r"Booting worker with pid: (\d+)")
-ACCESS_FORMAT = "%(p)s %(m)s %(U)s %(s)s"
-ACCESS_RE = re.compile(r"^<(\d+)> (\S+) (\S+) (\d{3})$")
 
 
 @dataclass
@@ -49,20 +49,12 @@ class Server:
     access_path: Path
     database_url: str
 
-    def hits(self) -> list[tuple[int, str, str, int]]:
-        """The access log as (pid, method, path, status)."""
-        if not self.access_path.exists():
-            return []
-        hits = []
-        for line in self.access_path.read_text().splitlines():
-            match = ACCESS_RE.match(line.strip())
-            assert match, f"unexpected access log line: {line!r}"
-            pid, method, path, status = match.groups()
-            hits.append((int(pid), method, path, int(status)))
-        return hits
+    def hits(self) -> list[Hit]:
+        """The access log, parsed."""
+        return read_hits(self.access_path)
 
-    def posts(self) -> list[tuple[int, str, str, int]]:
-        return [h for h in self.hits() if h[1] == "POST"]
+    def posts(self) -> list[Hit]:
+        return [h for h in self.hits() if h.method == "POST"]
 
     def post(self, n: int) -> tuple[int, str | None, dict]:
         """POST one JSON submission on a fresh connection."""
@@ -90,11 +82,7 @@ class Server:
             conn.close()
 
     def rows(self) -> list:
-        engine = make_engine(self.database_url)
-        try:
-            return Ledger(engine, SystemClock()).rows(limit=1000)
-        finally:
-            engine.dispose()
+        return ledger_rows(self.database_url)
 
 
 @pytest.fixture
@@ -109,34 +97,8 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         RATE_LIMIT=f"{LIMIT}/minute",
         MIN_FILL_SECONDS="0",
     )
-    log_path = tmp_path / "gunicorn.log"
-    access_path = tmp_path / "access.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "wsgi:app",
-        "--no-control-socket",
-        "--access-logfile",
-        str(access_path),
-        "--access-logformat",
-        ACCESS_FORMAT,
-        "--graceful-timeout",
-        "5",
-    ]
-    proc = start(cmd, env, log_path)
-    worker = start(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
-        env,
-        tmp_path / "worker.log",
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            match = LISTENING_RE.search(log_path.read_text(errors="replace"))
-            port = int(match.group(1)) if match else time.sleep(0.05)
-        assert port, f"gunicorn did not start:\n{log_path.read_text()}"
+    with gunicorn_and_worker(env, tmp_path) as served:
+        log_path = served.log_path
         # Every worker has loaded the app (and migrated the schema) before
         # the first post, so all four compete for connections.
         wait_until(
@@ -147,10 +109,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
             START_TIMEOUT,
             f"{WORKERS} workers to load the app",
         )
-        yield Server(port, log_path, access_path, database_url)
-    finally:
-        stop(worker)
-        stop(proc)
+        yield Server(served.port, log_path, served.access_path, database_url)
 
 
 def check_outcome(server: Server, replies: list[tuple[int, str | None, dict]]):
@@ -172,27 +131,9 @@ def check_outcome(server: Server, replies: list[tuple[int, str | None, dict]]):
         lambda: len(server.posts()) >= POSTS, 5.0, f"{POSTS} POST access log lines"
     )
     posts = server.posts()
-    assert sorted(h[3] for h in posts) == sorted(statuses)
-    pids = {h[0] for h in posts}
+    assert sorted(h.status for h in posts) == sorted(statuses)
+    pids = {h.pid for h in posts}
     assert len(pids) > 1, f"all posts were served by one worker: {posts}"
-
-
-def _hold(port: int) -> socket.socket:
-    """Send half a request: the sync worker that accepts it waits on it."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    time.sleep(0.2)  # let a worker accept it
-    return sock
-
-
-def _release(sock: socket.socket) -> None:
-    """Finish the held request and read the answer: its worker is free again."""
-    with sock:
-        sock.sendall(b"Connection: close\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
 
 def test_sequential_posts_over_workers(server: Server) -> None:
@@ -202,20 +143,20 @@ def test_sequential_posts_over_workers(server: Server) -> None:
     goes to the one free worker; then that worker is held and the longest
     held one released. The posts thus rotate over all four workers.
     """
-    held = deque(_hold(server.port) for _ in range(WORKERS - 1))
+    held = deque(hold_worker(server.port, settle=0.2) for _ in range(WORKERS - 1))
     replies = []
     try:
         for n in range(POSTS):
             replies.append(server.post(n))
-            held.append(_hold(server.port))
-            _release(held.popleft())
+            held.append(hold_worker(server.port, settle=0.2))
+            release(held.popleft())
     finally:
         while held:
-            _release(held.popleft())
+            release(held.popleft())
     assert [s for s, _, _ in replies] == [202] * LIMIT + [429] * (POSTS - LIMIT)
     check_outcome(server, replies)
     posts = server.posts()
-    assert len({h[0] for h in posts}) == WORKERS, posts
+    assert len({h.pid for h in posts}) == WORKERS, posts
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -10,12 +10,8 @@ with urllib; nothing inside the app is touched.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -23,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from html.parser import HTMLParser
 from http.client import HTTPMessage
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -33,27 +28,24 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from .processes import (
+    REPO,
+    START_TIMEOUT,
+    Hit,
+    flask_cmd,
+    form_inputs,
+    gunicorn_and_worker,
+    hold_worker,
+    read_hits,
+    release,
+    server_env,
+    wait_until,
+)
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 20.0
 WORKERS = 2
-LISTENING_RE = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-# Access log lines as written with ACCESS_FORMAT: "<pid> METHOD /path status".
-ACCESS_FORMAT = "%(p)s %(m)s %(U)s %(s)s"
-ACCESS_RE = re.compile(r"^<(\d+)> (\S+) (\S+) (\d{3})$")
 T = TypeVar("T")
-STRIPPED_PREFIXES = ("SMTP_", "MAIL_", "DATABASE_", "SECRET_KEY", "FORMPOST_")
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One line of gunicorn's access log."""
-
-    pid: int
-    method: str
-    path: str
-    status: int
 
 
 @dataclass
@@ -85,16 +77,7 @@ class Gunicorn:
 
     def hits(self) -> list[Hit]:
         """The access log, parsed."""
-        if not self.access_path.exists():
-            return []
-        lines = self.access_path.read_text(encoding="utf-8").splitlines()
-        hits = []
-        for line in lines:
-            match = ACCESS_RE.match(line.strip())
-            assert match, f"unexpected access log line: {line!r}"
-            pid, method, path, status = match.groups()
-            hits.append(Hit(int(pid), method, path, int(status)))
-        return hits
+        return read_hits(self.access_path)
 
     def logged(self, action: Callable[[], T]) -> tuple[T, Hit]:
         """Run one request and return its result and its access log entry.
@@ -107,60 +90,6 @@ class Gunicorn:
         return result, self.hits()[before]
 
 
-def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll `check` until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def server_env(instance: Path) -> dict[str, str]:
-    """The caller's environment minus every mail/secret setting, plus ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_PREFIXES)}
-    env.update(
-        FORMPOST_ENV_FILE=os.devnull,
-        INSTANCE_PATH=str(instance),
-        # These tests post faster than a person and more than 5 times a minute.
-        MIN_FILL_SECONDS="0",
-        RATE_LIMIT="off",
-        OUTBOX_POLL_INTERVAL="0.1",  # deliver promptly; the default is 1 s
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def start(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """Start `cmd` in the repository, in its own session, logging to a file."""
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process (gunicorn stops its workers); SIGKILL its group if stuck."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the session we started, only
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
     """Start gunicorn on a free loopback port plus one delivery worker.
@@ -169,54 +98,21 @@ def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
     the fixture returns when /healthz answers and the worker is polling.
     """
     instance = tmp_path / "instance"
-    log_path = tmp_path / "gunicorn.log"
-    access_path = tmp_path / "access.log"
-    worker_log_path = tmp_path / "worker.log"
     env = server_env(instance)
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "wsgi:app",
-        "--bind",
-        "127.0.0.1:0",  # the kernel picks a free port; read it from the log
-        "--workers",
-        str(WORKERS),
-        "--no-control-socket",  # no shared socket under $HOME between runs
-        "--access-logfile",
-        str(access_path),
-        "--access-logformat",
-        ACCESS_FORMAT,
-        "--graceful-timeout",
-        "5",
-    ]
-    worker_cmd = [sys.executable, "-m", "flask", "--app", "wsgi", "worker"]
-    proc = start(cmd, env, log_path)
-    worker = start(worker_cmd, env, worker_log_path)
-    try:
-        port = _wait_for_port(proc, log_path)
-        server = Gunicorn(proc, port, instance, log_path, access_path, worker_log_path)
+    # The kernel picks a free port; gunicorn_and_worker reads it from the log.
+    options = ["--bind", "127.0.0.1:0", "--workers", str(WORKERS)]
+    with gunicorn_and_worker(env, tmp_path, *options) as served:
+        server = Gunicorn(
+            served.proc,
+            served.port,
+            instance,
+            served.log_path,
+            served.access_path,
+            served.worker_log_path,
+        )
         _wait_for_health(server)
-        _wait_for_worker(worker, server)
+        _wait_for_worker(served.worker, server)
         yield server
-    finally:
-        stop(worker)
-        stop(proc)
-
-
-def _wait_for_port(proc: subprocess.Popen, log_path: Path) -> int:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        match = LISTENING_RE.search(log_path.read_text(errors="replace"))
-        if match:
-            return int(match.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(
-        f"gunicorn did not start listening (exit {proc.poll()}):\n"
-        + log_path.read_text(errors="replace")
-    )
 
 
 def _wait_for_health(server: Gunicorn) -> None:
@@ -288,24 +184,6 @@ class Client:
 
     def post(self, path: str, data: dict[str, str]) -> Reply:
         return self.request(path, data)
-
-
-class _Inputs(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "input" and attributes.get("name"):
-            self.values[attributes["name"]] = attributes.get("value") or ""
-
-
-def form_inputs(page: str) -> dict[str, str]:
-    """Map the page's <input name=...> to their values."""
-    parser = _Inputs()
-    parser.feed(page)
-    return parser.values
 
 
 def fill_form(client: Client, **fields: str) -> dict[str, str]:
@@ -411,7 +289,7 @@ def test_invalid_posts_are_rejected(gunicorn: Gunicorn) -> None:
     assert reply.status == 400
 
     listing = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "outbox", "list"],
+        flask_cmd("outbox", "list"),
         cwd=REPO,
         env=server_env(gunicorn.instance),
         capture_output=True,
@@ -421,24 +299,6 @@ def test_invalid_posts_are_rejected(gunicorn: Gunicorn) -> None:
     )
     assert "no submissions" in listing.stdout, listing.stdout + listing.stderr
     assert maildir_messages(gunicorn) == []
-
-
-def _hold_worker(port: int) -> socket.socket:
-    """Open a request and leave it unfinished: one sync worker now waits on it."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    time.sleep(0.3)  # let a worker accept it
-    return sock
-
-
-def _release(sock: socket.socket) -> None:
-    """Finish the held request and read the answer: that worker is free again."""
-    with sock:
-        sock.sendall(b"Connection: close\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
 
 
 def test_posts_across_both_workers(gunicorn: Gunicorn) -> None:
@@ -454,12 +314,12 @@ def test_posts_across_both_workers(gunicorn: Gunicorn) -> None:
     # Force one crossing: keep a worker busy while the form is fetched, then
     # keep the other busy while it is posted.
     client = Client(gunicorn.base)
-    first = _hold_worker(gunicorn.port)
+    first = hold_worker(gunicorn.port, settle=0.3)
     data, get_hit = gunicorn.logged(lambda: fill_form(client, subject="crossing"))
-    second = _hold_worker(gunicorn.port)
-    gunicorn.logged(lambda: _release(first))
+    second = hold_worker(gunicorn.port, settle=0.3)
+    gunicorn.logged(lambda: release(first))
     reply, post_hit = gunicorn.logged(lambda: client.post("/", data))
-    gunicorn.logged(lambda: _release(second))
+    gunicorn.logged(lambda: release(second))
     assert_thanks_redirect(reply)
     posts.append(post_hit)
     crossings += get_hit.pid != post_hit.pid
