@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
+import urllib.request
 
 import pytest
 
 from .conftest import deliver, post_form
+from .processes import (
+    gunicorn_and_worker,
+    hold_worker,
+    read_hits,
+    release,
+    server_env,
+    wait_until,
+)
 
 TOKEN = "metrics-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -107,3 +117,68 @@ def test_counts_follow_real_submissions_and_deliveries(metered, relay):
     assert delta(before, after, "formpost_delivery_latency_seconds_count") == 2
     assert after["formpost_backlog"] == 0
     assert after["formpost_failed"] == 1
+
+
+@pytest.mark.slow
+def test_counters_add_up_across_gunicorn_and_delivery_processes(make_relay, tmp_path):
+    """Two gunicorn workers and a delivery worker: one total, whoever counted."""
+    relay = make_relay()
+    env = server_env(tmp_path / "instance")
+    env.update(relay.env(METRICS_TOKEN=TOKEN, ALLOWED_ORIGINS=ORIGIN))
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/ledger.db",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        WEB_CONCURRENCY="2",
+    )
+    posts = 24
+    with gunicorn_and_worker(env, tmp_path, "--bind", "127.0.0.1:0") as served:
+        base = f"http://127.0.0.1:{served.port}"
+
+        def post(n: int) -> None:
+            request = urllib.request.Request(
+                f"{base}/f/default",
+                data=urllib.parse.urlencode({"message": f"m{n}"}).encode(),
+                headers={"Origin": ORIGIN, "Accept": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 202
+
+        # Hold one gunicorn worker with half a request so that posts go to
+        # the other; repeat until both workers have taken some.
+        def serving_pids() -> set[int]:
+            hits = read_hits(served.access_path)
+            return {hit.pid for hit in hits if hit.path == "/f/default"}
+
+        sent_posts = 0
+        for _ in range(10):
+            held = hold_worker(served.port, settle=0.3)
+            for _ in range(2):
+                post(sent_posts)
+                sent_posts += 1
+            release(held)
+            if len(serving_pids()) == 2:
+                break
+        while sent_posts < posts:
+            post(sent_posts)
+            sent_posts += 1
+        wait_until(lambda: len(relay.received) == posts, 30, "deliveries")
+        assert len(serving_pids()) == 2
+
+        def scraped() -> dict[str, float]:
+            request = urllib.request.Request(f"{base}/metrics", headers=AUTH)
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                text = answer.read().decode()
+            return {
+                m.group(1) + (m.group(2) or ""): float(m.group(3))
+                for m in map(LINE.match, text.splitlines())
+                if m
+            }
+
+        accepted = (
+            'formpost_submissions_total{form="default",outcome="accepted",reason=""}'
+        )
+        sent = 'formpost_deliveries_total{outcome="sent"}'
+        wait_until(lambda: scraped().get(sent) == posts, 10, "the worker's counts")
+        values = scraped()
+    assert values[accepted] == posts
+    assert values["formpost_delivery_latency_seconds_count"] == posts
