@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from .compose import Submission, compose, new_message_id
 from .ledger import SCHEMA_VERSION, Ledger, StorageError, current_version
@@ -118,7 +119,7 @@ class Doctor:
             ledger.ping()
             version = current_version(ledger.engine)
             stats = ledger.stats()
-        except (StorageError, Exception) as exc:  # noqa: BLE001 - report, not crash
+        except (StorageError, SQLAlchemyError) as exc:
             self.report.add(
                 FAIL,
                 "database",
