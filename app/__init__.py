@@ -10,7 +10,7 @@ from flask import Flask
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import development_secret, load_config
+from config import ConfigError, development_secret, load_config
 
 from . import cli, endpoint, handlers, health, logs, metrics, security, views
 from .clock import SystemClock
@@ -28,7 +28,18 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     `test_config` replaces the process environment (and `.env`) as the source
     of settings, so tests never pick up a developer's real relay.
     """
-    settings = load_config(test_config)
+    try:
+        settings = load_config(test_config)
+    except ConfigError as exc:
+        if test_config is not None:
+            raise
+        # Started from a shell, gunicorn or the doctor: say what is wrong, in
+        # the doctor's words, instead of a traceback.
+        raise SystemExit(
+            f"FAIL  configuration  {exc}\n"
+            "      fix: correct it in the environment or in .env "
+            "(see .env.example), then start again"
+        ) from None
     app = Flask(
         __name__,
         instance_path=settings["INSTANCE_PATH"],

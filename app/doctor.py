@@ -130,6 +130,13 @@ class Doctor:
         self.report.add(PASS, "database", f"reachable ({ledger.engine.dialect.name})")
         if version == SCHEMA_VERSION:
             self.report.add(PASS, "schema", f"current (version {version})")
+        elif version > SCHEMA_VERSION:
+            self.report.add(
+                FAIL,
+                "schema",
+                f"version {version} is newer than this Formpost ({SCHEMA_VERSION})",
+                "upgrade Formpost: a newer release has used this database",
+            )
         else:
             self.report.add(
                 FAIL,
@@ -185,16 +192,27 @@ class Doctor:
         with socket.create_connection((s.host, s.port), timeout=self.timeout) as raw:
             raw.settimeout(min(self.timeout, 3.0))
             try:
-                greeting = raw.recv(512)
+                greeting: bytes | None = raw.recv(512)
             except TimeoutError:
-                greeting = b""
-        plain = greeting[:3].isdigit()
+                greeting = None  # silence: waiting for a TLS ClientHello
+            except OSError:
+                greeting = b""  # reset
+        if greeting == b"":
+            self.report.add(
+                FAIL,
+                "tls mode",
+                f"{s.host}:{s.port} closed the connection at once",
+                "the relay may refuse this machine (an allow-list or a ban), or "
+                "this is not an SMTP port: check SMTP_PORT and the relay's settings",
+            )
+            return False
+        plain = greeting is not None and greeting[:3].isdigit()
         if s.security == "tls" and plain:
             self.report.add(
                 FAIL,
                 "tls mode",
                 f"SMTP_SECURITY=tls, but {s.host}:{s.port} greets in plain text "
-                f"({greeting[:40].decode('ascii', 'replace').strip()!r})",
+                f"({(greeting or b'')[:40].decode('ascii', 'replace').strip()!r})",
                 "use SMTP_SECURITY=starttls on this port (usually 587), or port 465",
             )
             return False
@@ -233,12 +251,15 @@ class Doctor:
                             "use SMTP_SECURITY=tls with port 465, or a relay that "
                             "supports STARTTLS; never send the password in clear",
                         )
+                        _quit(smtp)
                         yield None
                         return
                     smtp.starttls(context=context)
                     self._report_certificate(smtp)
                     smtp.ehlo()
         except ssl.SSLCertVerificationError as exc:
+            if smtp is not None:
+                smtp.close()
             self.report.add(
                 FAIL,
                 "certificate",
@@ -249,16 +270,21 @@ class Doctor:
             yield None
             return
         except (smtplib.SMTPException, OSError) as exc:
-            self.report.add(FAIL, "session", f"could not open: {exc}")
+            if smtp is not None:
+                smtp.close()
+            self.report.add(
+                FAIL,
+                "session",
+                f"could not open: {exc}",
+                "check SMTP_SECURITY against the port, and that the relay accepts "
+                "connections from this machine",
+            )
             yield None
             return
         try:
             yield smtp
         finally:
-            try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
+            _quit(smtp)
 
     def _report_certificate(self, smtp: smtplib.SMTP) -> None:
         sock = smtp.sock
@@ -356,11 +382,31 @@ class Doctor:
         except _NoDNS as exc:
             self.report.add(SKIP, "dns", f"skipped: no DNS ({exc})")
             return
+
+        def lookup(check: str, name: str, rtype: str) -> list[str] | None:
+            # One failing query (SERVFAIL, a timeout) is that check's problem;
+            # the other checks still run.
+            try:
+                return resolve(name, rtype)
+            except _NoDNS as exc:
+                self.report.add(
+                    WARN,
+                    check,
+                    f"{rtype} query for {name} failed ({exc})",
+                    "run the doctor again; if it persists, check that domain's "
+                    "name servers, or the resolver (--dns-server)",
+                )
+                return None
+
+        self._check_records(lookup)
+
+    def _check_records(self, lookup: Callable[..., list[str] | None]) -> None:
         domain = self.config["MAIL_FROM"].domain
-        spf = [t for t in resolve(domain, "TXT") if t.startswith("v=spf1")]
+        txt = lookup("spf", domain, "TXT")
+        spf = [t for t in txt or () if t.startswith("v=spf1")]
         if spf:
             self.report.add(PASS, "spf", f"{domain}: {spf[0]}")
-        else:
+        elif txt is not None:
             self.report.add(
                 WARN,
                 "spf",
@@ -368,10 +414,11 @@ class Doctor:
                 f"publish a TXT record on {domain} such as 'v=spf1 include:<your "
                 "provider> ~all'",
             )
-        dmarc = [t for t in resolve(f"_dmarc.{domain}", "TXT") if "v=DMARC1" in t]
+        txt = lookup("dmarc", f"_dmarc.{domain}", "TXT")
+        dmarc = [t for t in txt or () if "v=DMARC1" in t]
         if dmarc:
             self.report.add(PASS, "dmarc", f"_dmarc.{domain}: {dmarc[0]}")
-        else:
+        elif txt is not None:
             self.report.add(
                 WARN,
                 "dmarc",
@@ -384,8 +431,18 @@ class Doctor:
             if rdomain in seen:
                 continue
             seen.add(rdomain)
-            mx = resolve(rdomain, "MX")
-            if mx:
+            found = lookup(f"mx {rdomain}", rdomain, "MX")
+            if found is None:
+                continue
+            mx = [host for host in found if host]
+            if found and not mx:
+                self.report.add(
+                    FAIL,
+                    f"mx {rdomain}",
+                    f"{rdomain} publishes a null MX: it accepts no mail (RFC 7505)",
+                    "check the domain of the address in MAIL_RECIPIENTS",
+                )
+            elif mx:
                 self.report.add(PASS, f"mx {rdomain}", ", ".join(sorted(mx)))
             else:
                 self.report.add(
@@ -395,7 +452,7 @@ class Doctor:
                     "check the domain of the address in MAIL_RECIPIENTS",
                 )
         if self.config.get("DKIM_DOMAIN"):
-            self._check_dkim_record(resolve)
+            self._check_dkim_record(lookup)
 
     def _check_dkim_record(self, resolve: Callable[..., list[str]]) -> None:
         name = f"{self.config['DKIM_SELECTOR']}._domainkey.{self.config['DKIM_DOMAIN']}"
@@ -478,8 +535,8 @@ class Doctor:
         receipt = ledger.enqueue(
             message, form_id="doctor", alias=alias, subject="Formpost test message"
         )
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
             (row,) = [r for r in ledger.rows(limit=200) if r.receipt == receipt]
             if row.state == "sent":
                 self.report.add(
@@ -488,9 +545,15 @@ class Doctor:
                 return
             if row.state == "failed":
                 self.report.add(
-                    FAIL, "send test", f"receipt {receipt}: {row.last_reply}"
+                    FAIL,
+                    "send test",
+                    f"receipt {receipt}: {row.last_reply}",
+                    "the relay refused the message: its reply says why; see "
+                    "`flask --app wsgi outbox list --state failed`",
                 )
                 return
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.2)
         self.report.add(
             FAIL,
@@ -499,6 +562,13 @@ class Doctor:
             + (f" ({row.last_reply})" if row.last_reply else ""),
             "is a worker running (`flask --app wsgi worker`)? It stays queued.",
         )
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 class _NoDNS(Exception):

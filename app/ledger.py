@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -271,11 +272,32 @@ def make_engine(url: str) -> Engine:
     # Create the file once here; every later connection opens it with
     # mode=rw, so a database deleted under a running process is an error
     # (503) instead of a fresh empty file that nobody else reads.
-    sqlite3.connect(path).close()
+    _create_in_wal_mode(path)
     uri = f"sqlite:///file:{quote(path)}?mode=rw&uri=true"
     engine = create_engine(uri, connect_args={"timeout": 30})
     _tune_sqlite(engine, path)
     return engine
+
+
+def _create_in_wal_mode(path: str) -> None:
+    """Create the file if needed and switch it to WAL (a setting it keeps).
+
+    Several processes starting at once on a new file race for the lock this
+    takes, and SQLite may answer "locked" without waiting: try again briefly.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -350,7 +372,8 @@ def _tune_sqlite(engine: Engine, path: str | None) -> None:
         # Let us issue BEGIN ourselves (below) instead of the driver.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if path is None:  # memory or URI databases: files got WAL at creation
+            cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed submission survives power loss, not just a crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
