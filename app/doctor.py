@@ -454,9 +454,13 @@ class Doctor:
         if self.config.get("DKIM_DOMAIN"):
             self._check_dkim_record(lookup)
 
-    def _check_dkim_record(self, resolve: Callable[..., list[str]]) -> None:
-        name = f"{self.config['DKIM_SELECTOR']}._domainkey.{self.config['DKIM_DOMAIN']}"
-        records = [t for t in resolve(name, "TXT") if "p=" in t]
+    def _check_dkim_record(self, lookup: Callable[..., list[str] | None]) -> None:
+        selector, domain = self.config["DKIM_SELECTOR"], self.config["DKIM_DOMAIN"]
+        name = f"{selector}._domainkey.{domain}"
+        txt = lookup("dkim", name, "TXT")
+        if txt is None:
+            return
+        records = [t for t in txt if "p=" in t]
         if not records:
             self.report.add(
                 FAIL,
