@@ -7,7 +7,6 @@ the doctor's resolver asks nothing else. No traffic leaves 127.0.0.1.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import gc
 import re
@@ -21,18 +20,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import dns.resolver
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from dnslib import MX, NS, QTYPE, RCODE, RR, TXT, A
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from dnslib import MX, NS, A
 from flask import Flask
 
 from app.doctor import FAIL, PASS, SKIP, WARN, Check, Doctor, Report, provider_hint
 from app.ledger import SCHEMA_VERSION
 
 from .conftest import deliver, post_form
+from .dns_server import (
+    LocalDNS,
+    free_udp_port,
+    key_pair,
+    loopback_resolver,
+    start_dns,
+    txt_record,
+)
 from .fakeclock import FakeClock
 from .processes import REPO, flask_cmd, server_env, start, stop, wait_until
 from .relay import PASSWORD, PKI, Relay, free_port
@@ -46,30 +49,16 @@ WRONG_PASSWORD = "Tr0ub4dor&3-not-the-one"
 # -- DKIM keys ---------------------------------------------------------------
 
 
-def _key_pair() -> tuple[bytes, str]:
-    """A 2048-bit RSA key: (private PEM, the base64 DER a DNS record's p= holds)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(public).decode("ascii")
-
-
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, str]:
     """The key Formpost signs with."""
-    return _key_pair()
+    return key_pair()
 
 
 @pytest.fixture(scope="module")
 def other_key() -> tuple[bytes, str]:
     """A key nobody configured: published by mistake."""
-    return _key_pair()
+    return key_pair()
 
 
 @pytest.fixture
@@ -87,64 +76,6 @@ def dkim_env(tmp_path, dkim_key) -> dict[str, str]:
 # -- a DNS server on loopback ------------------------------------------------
 
 
-class Zone(BaseResolver):
-    """Answer from {(name, type): [rdata]}: NXDOMAIN for unknown names,
-    an empty NOERROR answer for a known name without that type, SERVFAIL
-    for the names in `servfail`."""
-
-    def __init__(self, records: dict[tuple[str, str], list], servfail: set[str]):
-        self.records = records
-        self.servfail = servfail
-
-    def resolve(self, request, handler):
-        reply = request.reply()
-        name = str(request.q.qname).rstrip(".").lower()  # the root is ""
-        qtype = QTYPE[request.q.qtype]
-        if name in self.servfail:
-            reply.header.rcode = RCODE.SERVFAIL
-            return reply
-        for rdata in self.records.get((name, qtype), []):
-            reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=60))
-        if not reply.rr and all(known != name for known, _ in self.records):
-            reply.header.rcode = RCODE.NXDOMAIN
-        return reply
-
-
-def _txt(text: str) -> TXT:
-    """A TXT record, split into character-strings of at most 255 bytes."""
-    return TXT([text[i : i + 255] for i in range(0, len(text), 255)])
-
-
-@dataclass
-class LocalDNS:
-    """A dnslib server on 127.0.0.1 (UDP, a free port) and a resolver for it."""
-
-    server: DNSServer
-    zone: Zone
-
-    @property
-    def port(self) -> int:
-        return self.server.server.server_address[1]
-
-    def resolver(self) -> dns.resolver.Resolver:
-        return loopback_resolver(self.port)
-
-
-def loopback_resolver(port: int) -> dns.resolver.Resolver:
-    """A dnspython resolver that asks 127.0.0.1:port and nothing else."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = port
-    return resolver
-
-
-def free_udp_port() -> int:
-    """A loopback UDP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def make_dns(dkim_key) -> Iterator[Callable[..., LocalDNS]]:
     """Start DNS servers publishing what a test asks for; stopped afterwards.
@@ -155,7 +86,7 @@ def make_dns(dkim_key) -> Iterator[Callable[..., LocalDNS]]:
     p= value to publish (None: no DKIM record); `servfail` names whose
     queries fail; `null_mx` domains that publish "MX 0 ." (RFC 7505).
     """
-    started: list[DNSServer] = []
+    started: list[LocalDNS] = []
 
     def factory(
         *,
@@ -169,17 +100,19 @@ def make_dns(dkim_key) -> Iterator[Callable[..., LocalDNS]]:
     ) -> LocalDNS:
         records: dict[tuple[str, str], list] = {
             # Present whatever the options: the doctor must pick the right one.
-            (MAIL_DOMAIN, "TXT"): [_txt("google-site-verification=abc123")],
+            (MAIL_DOMAIN, "TXT"): [txt_record("google-site-verification=abc123")],
             (MAIL_DOMAIN, "A"): [A("192.0.2.10")],
             ("example.com", "A"): [A("192.0.2.20")],
         }
         if root:
             records[("", "NS")] = [NS("a.root-servers.net."), NS("b.root-servers.net.")]
         if spf:
-            records[(MAIL_DOMAIN, "TXT")].append(_txt("v=spf1 ip4:192.0.2.10 -all"))
+            records[(MAIL_DOMAIN, "TXT")].append(
+                txt_record("v=spf1 ip4:192.0.2.10 -all")
+            )
         if dmarc:
             records[(f"_dmarc.{MAIL_DOMAIN}", "TXT")] = [
-                _txt(f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{MAIL_DOMAIN}")
+                txt_record(f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{MAIL_DOMAIN}")
             ]
         if mx:
             records[("example.com", "MX")] = [MX("mx1.example.com.", 10)]
@@ -190,22 +123,14 @@ def make_dns(dkim_key) -> Iterator[Callable[..., LocalDNS]]:
         for domain in null_mx:
             records[(domain, "MX")] = [MX(".", 0)]
         if dkim is not None:
-            records[(DKIM_NAME, "TXT")] = [_txt(f"v=DKIM1; k=rsa; p={dkim}")]
-        server = DNSServer(
-            Zone(records, set(servfail)),
-            address="127.0.0.1",
-            port=0,
-            logger=DNSLogger("-request,-reply,-truncated,-error", prefix=False),
-        )
-        server.start_thread()
-        started.append(server)
-        return LocalDNS(server, server.server.resolver)
+            records[(DKIM_NAME, "TXT")] = [txt_record(f"v=DKIM1; k=rsa; p={dkim}")]
+        local = start_dns(records, servfail)
+        started.append(local)
+        return local
 
     yield factory
-    for server in started:
-        server.stop()
-        server.server.server_close()
-        server.thread.join(timeout=5)
+    for local in started:
+        local.stop()
 
 
 @pytest.fixture

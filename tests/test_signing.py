@@ -2,53 +2,41 @@
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Iterator
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config import ConfigError, load_config
 
 from .conftest import deliver, post_form
+from .dns_server import LocalDNS, key_pair, start_dns, txt_record
 
 
 @pytest.fixture(scope="module")
-def key_pair() -> tuple[bytes, bytes]:
+def keys() -> tuple[bytes, str]:
     """A fresh 2048-bit RSA key: (private PEM, the DNS record's p= value)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(public)
+    return key_pair()
 
 
 @pytest.fixture
-def key_file(tmp_path, key_pair) -> str:
+def key_file(tmp_path, keys) -> str:
     path = tmp_path / "dkim.pem"
-    path.write_bytes(key_pair[0])
+    path.write_bytes(keys[0])
     return str(path)
 
 
-def dns_for(key_pair):
-    """Answer the TXT query for mail._domainkey.formpost.test, and nothing else."""
-
-    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        if name.rstrip(b".") == b"mail._domainkey.formpost.test":
-            return b"v=DKIM1; k=rsa; p=" + key_pair[1]
-        return None
-
-    return dnsfunc
+@pytest.fixture
+def dkim_dns(keys) -> Iterator[LocalDNS]:
+    """A DNS server on loopback publishing mail._domainkey.formpost.test."""
+    record = txt_record(f"v=DKIM1; k=rsa; p={keys[1]}")
+    server = start_dns({("mail._domainkey.formpost.test", "TXT"): [record]})
+    yield server
+    server.stop()
 
 
 def test_delivered_message_carries_a_valid_signature(
-    make_app, relay, key_file, key_pair
+    make_app, relay, key_file, dkim_dns
 ):
     env = relay.env(
         DKIM_DOMAIN="formpost.test",
@@ -60,7 +48,8 @@ def test_delivered_message_carries_a_valid_signature(
     deliver(app)
     (got,) = relay.received
     assert got.data.startswith(b"DKIM-Signature: ")
-    assert dkim.verify(got.data, dnsfunc=dns_for(key_pair))
+    # Verified as a receiver would: the key is fetched over DNS.
+    assert dkim.verify(got.data, dnsfunc=dkim_dns.dkim_dnsfunc())
     header = got.message["DKIM-Signature"]
     assert "d=formpost.test" in header and "s=mail" in header
     assert "c=relaxed/simple" in header
@@ -69,7 +58,7 @@ def test_delivered_message_carries_a_valid_signature(
     assert row.state == "sent"
 
 
-def test_a_changed_body_fails_verification(make_app, relay, key_file, key_pair):
+def test_a_changed_body_fails_verification(make_app, relay, key_file, dkim_dns):
     env = relay.env(
         DKIM_DOMAIN="formpost.test",
         DKIM_SELECTOR="mail",
@@ -79,10 +68,11 @@ def test_a_changed_body_fails_verification(make_app, relay, key_file, key_pair):
     post_form(app.test_client(), message="Pay 10 EUR")
     deliver(app)
     data = relay.received[0].data
-    assert dkim.verify(data, dnsfunc=dns_for(key_pair))
+    dnsfunc = dkim_dns.dkim_dnsfunc()
+    assert dkim.verify(data, dnsfunc=dnsfunc)
     tampered = data.replace(b"Pay 10 EUR", b"Pay 99 EUR")
     assert tampered != data
-    assert not dkim.verify(tampered, dnsfunc=dns_for(key_pair))
+    assert not dkim.verify(tampered, dnsfunc=dnsfunc)
 
 
 def test_without_dkim_settings_nothing_is_signed(make_app, relay):
