@@ -99,3 +99,46 @@ def test_every_setting_is_documented():
     for name in names:
         assert name in example, f"{name} missing from .env.example"
         assert name in readme, f"{name} missing from README.md"
+
+
+def test_compose_file_runs_both_roles_with_health_checks_and_secret_files():
+    """No Docker engine here: check compose.yaml's structure instead."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    web, worker, db = services["web"], services["worker"], services["db"]
+    assert worker["command"] == procfile()["worker"].split()
+    for service in (web, worker):
+        assert "formpost-data:/data" in service["volumes"]
+        assert service["healthcheck"]["test"]
+        env = service["environment"]
+        assert env["SECRET_KEY_FILE"].startswith("/run/secrets/")
+        assert env["SMTP_PASSWORD_FILE"].startswith("/run/secrets/")
+        assert set(service["secrets"]) <= set(compose["secrets"])
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+    assert db["profiles"] == ["postgres"]
+    assert web["ports"] == ["127.0.0.1:8000:8000"]  # only the proxy faces out
+
+
+def test_systemd_units_run_the_procfile_roles():
+    units = ROOT / "deploy" / "systemd"
+    web = (units / "formpost-web.service").read_text()
+    worker = (units / "formpost-worker.service").read_text()
+    assert "gunicorn wsgi:app" in web
+    assert "flask --app wsgi worker" in worker
+    for unit in (web, worker):
+        assert "User=formpost" in unit
+        assert "SECRET_KEY_FILE=%d/secret_key" in unit
+        assert "SMTP_PASSWORD=" not in unit  # secrets only as credentials
+    timer = (units / "formpost-purge.timer").read_text()
+    assert "OnCalendar=daily" in timer
+
+
+def test_gunicorn_settings_follow_the_machine_and_the_proxy_rule():
+    namespace: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
+    assert namespace["workers"] >= 2
+    assert namespace["forwarded_allow_ips"] == ""  # ProxyFix is the one authority
+    assert namespace["secure_scheme_headers"] == {}
+    assert "x-request-id" in namespace["access_log_format"]
