@@ -322,43 +322,16 @@ def _reject_controls(variable: str, value: str) -> None:
 
 
 def _secret_key(env: _Env) -> str | None:
-    literal = env.text("SECRET_KEY")
-    path = env.file("SECRET_KEY_FILE")
-    if literal and path:
-        raise ConfigError("set SECRET_KEY or SECRET_KEY_FILE, not both")
-    if path:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip() or None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"SECRET_KEY_FILE cannot be read: {exc}") from None
-    return literal
+    return env.secret("SECRET_KEY")
 
 
 def _password(env: _Env) -> str | None:
-    # Taken as given: spaces can be part of a password (env.text would strip).
-    literal = env.raw("SMTP_PASSWORD")
-    path = env.file("SMTP_PASSWORD_FILE")
-    if literal and path:
-        raise ConfigError("set SMTP_PASSWORD or SMTP_PASSWORD_FILE, not both")
-    if path:
-        try:
-            # Docker secrets end with a newline that is not part of the password.
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n") or None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"SMTP_PASSWORD_FILE cannot be read: {exc}") from None
-    return literal
+    # Spaces can be part of a password: only the file's final newline goes.
+    return env.secret("SMTP_PASSWORD", strip=False)
 
 
 def _database_url(env: _Env) -> str | None:
-    url = env.text("DATABASE_URL")
-    path = env.file("DATABASE_URL_FILE")
-    if url and path:
-        raise ConfigError("set DATABASE_URL or DATABASE_URL_FILE, not both")
-    if path:
-        try:
-            url = Path(path).read_text(encoding="utf-8").strip() or None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"DATABASE_URL_FILE cannot be read: {exc}") from None
+    url = env.secret("DATABASE_URL")
     if url is None:
         return None  # create_app() puts SQLite in the instance folder
     scheme = url.partition("://")[0]
@@ -504,6 +477,21 @@ class _Env:
         if raw is None:
             return []
         return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def secret(self, name: str, strip: bool = True) -> str | None:
+        """Read NAME, or the file named by NAME_FILE (Docker/systemd secrets)."""
+        literal = self.raw(name) if not strip else self.text(name)
+        path = self.file(f"{name}_FILE")
+        if literal and path:
+            raise ConfigError(f"set {name} or {name}_FILE, not both")
+        if not path:
+            return literal
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}_FILE cannot be read: {exc}") from None
+        # A secrets file ends with a newline that is not part of the value.
+        return (value.strip() if strip else value.rstrip("\r\n")) or None
 
     def file(self, name: str) -> str | None:
         raw = self.text(name)
