@@ -242,7 +242,8 @@ class Worker:
             if not session.alive():
                 self._close_session()
                 session = None
-        for attempt in (1, 2):
+        reconnected = False
+        while True:
             if session is None:
                 try:
                     session = self._session = self.transport.open(deadline=deadline)
@@ -254,12 +255,12 @@ class Worker:
                 if exc.connection_lost:
                     self._close_session()
                     session = None
-                    if attempt == 1:
+                    if not reconnected:
+                        reconnected = True
                         continue
                 raise
             self._last_used = time.monotonic()
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _close_session(self) -> None:
         if self._session is not None:
