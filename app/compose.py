@@ -20,6 +20,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, make_msgid
 
+from email_validator import validate_email
 from jinja2 import Environment, select_autoescape
 
 from .transport import Envelope
@@ -82,6 +83,16 @@ def header_text_problem(value: str) -> str | None:
     if _ENCODED_WORD.search(value):
         return "an encoded-word sequence (=?...?=)"
     return None
+
+
+def reply_address(value: str) -> str:
+    """Check a visitor's address (syntax only: no DNS) and return it normalised.
+
+    ASCII only, so it fits any relay without SMTPUTF8. Raise
+    EmailNotValidError with a readable reason otherwise.
+    """
+    info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    return info.ascii_email or info.normalized
 
 
 def _header_safe(field: str, value: str) -> str:

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from config import Recipient
 
-from .compose import header_text_problem
+from .compose import header_text_problem, reply_address
 from .errors import Rejected
 from .formdefs import FormDef
 
@@ -37,6 +37,7 @@ MESSAGE = ("content", "message", "body")
 # Not shown in the email: they steer Formpost, they are not the visitor's words.
 _STEERING = set(REDIRECT + RECIPIENT + CC + HONEYPOTS)
 
+# The same limits as the hosted form's (forms.py takes them from here).
 MAX_FIELDS = 50
 MAX_NAME = 100
 MAX_VALUE = 20_000
@@ -120,10 +121,7 @@ def interpret(
         malformed[reply_key] = "Use a single email address on one line."
     elif reply_to:
         try:
-            info = validate_email(
-                reply_to, check_deliverability=False, allow_smtputf8=False
-            )
-            reply_to = info.ascii_email or info.normalized
+            reply_to = reply_address(reply_to)
         except EmailNotValidError:
             invalid[reply_key] = "Enter a valid email address."
     if malformed:

@@ -7,18 +7,19 @@ import time
 import unicodedata
 from collections.abc import Iterable
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, TimestampSigner
 from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from .compose import header_text_problem
+from .compose import header_text_problem, normalize_newlines, reply_address
+from .fieldmap import MAX_NAME, MAX_SUBJECT, MAX_VALUE
 
 TOKEN_MAX_AGE = 7 * 86400
-SUBJECT_MAX = 200
-MESSAGE_MAX = 20_000
-NAME_MAX = 100
+SUBJECT_MAX = MAX_SUBJECT
+MESSAGE_MAX = MAX_VALUE
+NAME_MAX = MAX_NAME
 EMAIL_MAX = 254
 
 
@@ -50,9 +51,7 @@ def _strip(value: str | None) -> str | None:
 
 def _crlf_to_lf(value: str | None) -> str | None:
     # Browsers submit textarea newlines as CRLF; count and store one character.
-    if isinstance(value, str):
-        return value.replace("\r\n", "\n").replace("\r", "\n")
-    return value
+    return normalize_newlines(value) if isinstance(value, str) else value
 
 
 def single_line(form: FlaskForm, field: StringField) -> None:
@@ -75,12 +74,9 @@ def email_syntax(form: FlaskForm, field: EmailField) -> None:
     if not field.data:
         return
     try:
-        info = validate_email(
-            field.data, check_deliverability=False, allow_smtputf8=False
-        )
+        field.data = reply_address(field.data)
     except EmailNotValidError as exc:
         raise ValidationError(f"Enter a valid email address ({exc}).") from None
-    field.data = info.ascii_email or info.normalized
 
 
 class AliasField(SelectField):

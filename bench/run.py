@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import smtplib
@@ -65,7 +66,7 @@ def base_env(tmp: Path, sink_port: int, **extra: str) -> dict[str, str]:
         FORMPOST_ENV_FILE=os.devnull,
         INSTANCE_PATH=str(tmp / "instance"),
         DATABASE_URL=f"sqlite:///{tmp}/ledger.db",
-        SECRET_KEY="benchmark-secret-key-0123456789",
+        SECRET_KEY=secrets.token_hex(32),
         SMTP_HOST="127.0.0.1",
         SMTP_PORT=str(sink_port),
         SMTP_SECURITY="none",
