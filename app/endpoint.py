@@ -143,6 +143,7 @@ def submit(form_id: str) -> ResponseReturnValue:
     if not origin_allowed(form, origin):
         log.info("form %s: refused post from origin %s", form.id, origin)
         raise Rejected(403, {"origin": "This site may not post to this form."})
+    dedupe_key = _dedupe_key(form)  # a malformed key: 400 before any work
     pairs = _fields()
     cfg = current_app.config
     found = interpret(pairs, form, cfg["MAIL_RECIPIENTS"])
@@ -181,7 +182,7 @@ def submit(form_id: str) -> ResponseReturnValue:
         form_id=form.id,
         alias=found.recipient,
         subject=subject,
-        dedupe_key=_dedupe_key(form),
+        dedupe_key=dedupe_key,
         client_ip=request.remote_addr,
         limits=Limits(
             rate=form.rate_limit,
