@@ -50,6 +50,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = development_secret(app.instance_path)
     logs.init_app(app)
+    security.init_app(app)
 
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:
@@ -73,7 +74,6 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     engine = make_engine(app.config["DATABASE_URL"])
     migrate(engine)  # creates the schema on first start, upgrades in place
     app.extensions["formpost.ledger"] = Ledger(engine, SystemClock())
-    security.init_app(app)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(endpoint.bp)

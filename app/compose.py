@@ -20,52 +20,33 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime, make_msgid
 
-from email_validator import validate_email
-from jinja2 import Environment, select_autoescape
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, validate_email
+from markupsafe import escape
 
 from .transport import Envelope
 
-# Autoescape is what keeps a visitor's "<script>" inert in the HTML part.
-_jinja = Environment(
-    autoescape=select_autoescape(default=True, default_for_string=True)
-)
-_HTML = _jinja.from_string(
-    """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ subject }}</title></head>
-<body style="font-family: sans-serif; line-height: 1.5">
-{%- if sender %}
-<p style="color: #555">From {{ sender }}</p>
-{%- endif %}
-{%- if fields %}
-<table style="border-collapse: collapse" cellpadding="6">
-{%- for name, lines in fields %}
-<tr><th style="text-align: left; vertical-align: top; border-bottom: 1px solid #ddd">
-{{- name }}</th><td style="border-bottom: 1px solid #ddd">
-{%- for line in lines %}{{ line }}{% if not loop.last %}<br>
-{% endif %}{% endfor -%}
-</td></tr>
-{%- endfor %}
-</table>
-{%- else %}
-<div>
-{%- for line in lines %}{{ line }}{% if not loop.last %}<br>
-{% endif %}{% endfor -%}
-</div>
-{%- endif %}
-</body></html>
-"""
-)
+_TD = "border-bottom: 1px solid #ddd"
+_TH = f"text-align: left; vertical-align: top; {_TD}"
 # Mail readers decode RFC 2047 encoded words, and so does Python's header
 # parser, so a typed "=?utf-8?q?a=0D=0ABcc:_x?=" could turn into a line break
 # and an extra header. Nobody types one by hand: refuse anything like one.
 _ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
 # Unicode categories Cc (C0 controls, DEL, C1 controls), Zl and Zp, exactly.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Both at once: one scan of each value on the request path.
+_UNSAFE = re.compile(f"{_CONTROL.pattern}|{_ENCODED_WORD.pattern}", re.DOTALL)
 # RFC 5322 atoms separated by single spaces: a display name needing no quotes.
 _PLAIN_PHRASE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+( [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 )
 _LINE = 78  # RFC 5322's recommended line length
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_ADDRESS = re.compile(
+    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)"
+    r"@(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+# What reply_address returns: an ASCII dot-atom local part and a host name.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 class UnsafeHeaderError(ValueError):
@@ -78,11 +59,11 @@ def header_text_problem(value: str) -> str | None:
     Unsafe: any control character (CR, LF, NUL, TAB, C1 ...), the Unicode line
     and paragraph separators, and RFC 2047 encoded-word syntax.
     """
+    if _UNSAFE.search(value) is None:
+        return None
     if _CONTROL.search(value):
         return "control characters or line breaks"
-    if _ENCODED_WORD.search(value):
-        return "an encoded-word sequence (=?...?=)"
-    return None
+    return "an encoded-word sequence (=?...?=)"
 
 
 def reply_address(value: str) -> str:
@@ -91,8 +72,32 @@ def reply_address(value: str) -> str:
     ASCII only, so it fits any relay without SMTPUTF8. Raise
     EmailNotValidError with a readable reason otherwise.
     """
+    simple = _simple_address(value)
+    if simple is not None:
+        return simple
     info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     return info.ascii_email or info.normalized
+
+
+def _simple_address(value: str) -> str | None:
+    """Answer for the everyday shape of address without email_validator.
+
+    `name.part+tag@host.example.org`: ASCII atoms, host labels of letters,
+    digits and single hyphens, a letters-only top-level domain. For these,
+    email_validator's answer is known (valid; the host lowercased), and it
+    takes 25 us per call to give it. Anything else, including every address
+    it would refuse, goes to email_validator (None). A property test holds
+    the two to the same answers.
+    """
+    found = _SIMPLE_ADDRESS.fullmatch(value)
+    if found is None or len(value) > 254 or len(found["local"]) > 64:
+        return None
+    host = found["host"].lower()
+    if "--" in host or any(
+        host == name or host.endswith("." + name) for name in SPECIAL_USE_DOMAIN_NAMES
+    ):
+        return None
+    return f"{found['local']}@{host}"
 
 
 def _header_safe(field: str, value: str) -> str:
@@ -145,11 +150,11 @@ def compose(
     if submission.cc:
         headers.append(("Cc", ",\r\n ".join(_address(a) for a in submission.cc)))
     if submission.email:
-        reply_to = Address(
-            display_name=_header_safe("name", submission.name),
-            addr_spec=_header_safe("email", submission.email),
-        )
-        headers.append(("Reply-To", _address(reply_to)))
+        name = _header_safe("name", submission.name)
+        email = _header_safe("email", submission.email)
+        if not _PLAIN_ADDRESS.fullmatch(email):
+            raise UnsafeHeaderError("email is not a checked address")
+        headers.append(("Reply-To", _mailbox(name, email)))
     subject = _header_safe("subject", submission.subject)
     headers += [
         ("Subject", _unstructured("Subject", subject)),
@@ -166,12 +171,7 @@ def compose(
         text = normalize_newlines(submission.message)
     if not text.endswith("\n"):
         text += "\n"
-    html = _HTML.render(
-        subject=submission.subject,
-        sender=_describe_sender(submission),
-        lines=text[:-1].split("\n"),
-        fields=[(n, v.split("\n")) for n, v in fields],
-    )
+    html = _html(submission.subject, _describe_sender(submission), text[:-1], fields)
     # A boundary made of "=" runs cannot occur inside quoted-printable text,
     # where every "=" is itself encoded.
     boundary = f"==============={secrets.randbelow(10**19):019d}=="
@@ -219,18 +219,49 @@ def _qp_part(subtype: str, text: str) -> bytes:
     return head.encode("ascii") + body
 
 
+def _html(subject: str, sender: str, text: str, fields: list[tuple[str, str]]) -> str:
+    """Write the HTML part; every visitor's value goes through escape()."""
+    out = [
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(subject)}</title></head>\n"
+        '<body style="font-family: sans-serif; line-height: 1.5">'
+    ]
+    if sender:
+        out.append(f'\n<p style="color: #555">From {escape(sender)}</p>')
+    if fields:
+        out.append('\n<table style="border-collapse: collapse" cellpadding="6">')
+        out += [
+            f'\n<tr><th style="{_TH}">{escape(name)}</th>'
+            f'<td style="{_TD}">{_html_lines(value)}</td></tr>'
+            for name, value in fields
+        ]
+        out.append("\n</table>")
+    else:
+        out.append(f"\n<div>{_html_lines(text)}</div>")
+    out.append("\n</body></html>")
+    return "".join(out)
+
+
+def _html_lines(text: str) -> str:
+    return str(escape(text)).replace("\n", "<br>\n")
+
+
 def _address(address: Address) -> str:
+    return _mailbox(address.display_name, address.addr_spec)
+
+
+def _mailbox(name: str, addr_spec: str) -> str:
     """Format `Name <addr>`: atoms as they are, quoted or encoded otherwise."""
-    name = address.display_name
     if not name:
-        return address.addr_spec
+        return addr_spec
     if not name.isascii():
-        return f"{_encoded_words(name)}\r\n <{address.addr_spec}>"
+        return f"{_encoded_words(name)}\r\n <{addr_spec}>"
     if not _PLAIN_PHRASE.fullmatch(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if len(name) + len(address.addr_spec) < 60:
-        return f"{name} <{address.addr_spec}>"
-    return f"{name}\r\n <{address.addr_spec}>"
+    if len(name) + len(addr_spec) < 60:
+        return f"{name} <{addr_spec}>"
+    return f"{name}\r\n <{addr_spec}>"
 
 
 def _unstructured(header: str, value: str) -> str:

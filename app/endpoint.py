@@ -60,13 +60,18 @@ def wants_json() -> bool:
 
 def request_origin() -> str | None:
     """Return the normalised origin of the posting page, from Origin or Referer."""
-    if "formpost_origin" not in g:
-        raw = request.headers.get("Origin")
-        if not raw:
-            referer = urlsplit(request.headers.get("Referer", ""))
-            raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
-        g.formpost_origin = _normalised_origin(raw) if raw else None
-    return g.formpost_origin
+    state = g._get_current_object()  # one context lookup, not one per use
+    try:
+        return state.formpost_origin
+    except AttributeError:
+        pass
+    headers = request.headers
+    raw = headers.get("Origin")
+    if not raw:
+        referer = urlsplit(headers.get("Referer", ""))
+        raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
+    origin = state.formpost_origin = _normalised_origin(raw) if raw else None
+    return origin
 
 
 @functools.lru_cache(maxsize=512)
@@ -254,10 +259,15 @@ def thanks(form_id: str) -> ResponseReturnValue:
 @bp.after_request
 def cors(response: Response) -> Response:
     """Echo an allowed Origin (never `*`); say that answers vary by Origin."""
-    response.vary.add("Origin")
-    form = forms().get((request.view_args or {}).get("form_id", ""))
+    headers = response.headers
+    if "Vary" in headers:
+        response.vary.add("Origin")
+    else:
+        headers["Vary"] = "Origin"
     raw = request.headers.get("Origin")
     origin = request_origin() if raw else None
-    if form is not None and origin is not None and origin in form.allowed_origins:
-        response.headers["Access-Control-Allow-Origin"] = raw
+    if origin is not None:
+        form = forms().get((request.view_args or {}).get("form_id", ""))
+        if form is not None and origin in form.allowed_origins:
+            headers["Access-Control-Allow-Origin"] = raw
     return response

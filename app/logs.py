@@ -127,7 +127,11 @@ def init_app(app: Flask) -> None:
         if request_id:
             response.headers["X-Request-ID"] = request_id
         started = g.get("request_started")
-        if started is not None and request.endpoint != "static":
+        if (
+            started is not None
+            and log.isEnabledFor(logging.INFO)
+            and request.endpoint != "static"
+        ):
             log.info(
                 "%s %s %s",
                 request.method,

@@ -12,7 +12,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 import pytest
-from hypothesis import given, settings
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.compose import (
@@ -22,6 +23,7 @@ from app.compose import (
     header_text_problem,
     new_message_id,
     normalize_newlines,
+    reply_address,
 )
 from app.transport import Envelope
 
@@ -222,6 +224,21 @@ def test_header_breaking_input_is_refused(field, value):
     with pytest.raises(UnsafeHeaderError):
         compose(
             submission(**{field: value}),
+            mail_from=MAIL_FROM,
+            message_id=MESSAGE_ID,
+            date=DATE,
+        )
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["ada@example.net>, evil@example.org", "ada lovelace@example.net", "<a@b.c>"],
+)
+def test_reply_to_must_be_a_checked_address(email):
+    """Anything but a plain address is refused rather than written into Reply-To."""
+    with pytest.raises(UnsafeHeaderError):
+        compose(
+            submission(email=email),
             mail_from=MAIL_FROM,
             message_id=MESSAGE_ID,
             date=DATE,
@@ -487,3 +504,51 @@ def test_control_check_matches_the_unicode_categories_exactly():
         ch = chr(code)
         unsafe = unicodedata.category(ch) in ("Cc", "Zl", "Zp")
         assert bool(header_text_problem(f"a{ch}b")) == unsafe, hex(code)
+
+
+# --- the visitor's address ------------------------------------------------------
+
+
+def _reference(value: str) -> str | None:
+    try:
+        info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return info.ascii_email or info.normalized
+
+
+def _ours(value: str) -> str | None:
+    try:
+        return reply_address(value)
+    except EmailNotValidError:
+        return None
+
+
+_PIECES = st.sampled_from(
+    ["a", "Z", "0", "9", ".", "..", "-", "--", "+", "_", "'", "@", "xn--", "é", " ",
+     "com", "net", "local", "localhost", "test", "1", "x" * 63, "y" * 64, "\"", "("]
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    local=st.lists(_PIECES, min_size=0, max_size=6).map("".join),
+    host=st.lists(_PIECES, min_size=0, max_size=8).map("".join),
+)
+@example(local="Ada.Lovelace", host="Example.NET")
+@example(local="a", host="b.c")
+@example(local="a", host="foo.local")
+@example(local="a", host="x--y.com")
+@example(local="a", host="b.123")
+@example(local="a" * 65, host="example.com")
+@example(local="a", host=("x" * 63 + ".") * 4 + "com")
+def test_reply_address_agrees_with_email_validator(local, host):
+    """The quick path for everyday addresses gives email_validator's answer."""
+    value = f"{local}@{host}"
+    assert _ours(value) == _reference(value)
+
+
+def test_everyday_reply_address_is_normalised():
+    assert reply_address("Ada.Lovelace+forms@Example.NET") == (
+        "Ada.Lovelace+forms@example.net"
+    )
