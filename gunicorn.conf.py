@@ -7,10 +7,15 @@ in config.py.
 import os
 
 # BIND: where to listen. 127.0.0.1:8000 by default; the Docker image sets
-# 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable);
-# by default two per core, since each request also waits on a disk sync.
+# 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable),
+# one per core (at least two) by default. WEB_THREADS: request threads in
+# each (default 8).
+# Threads rather than more processes: posts that arrive together in one
+# process are committed together, sharing one disk sync (app/ledger.py).
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
 # Requests only validate and commit one row; nothing here waits on SMTP.
 timeout = 30
 graceful_timeout = 20

@@ -26,6 +26,8 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from config import ConfigError, parse_origin
 
@@ -54,7 +56,16 @@ def wants_json() -> bool:
     """Tell whether the client posted JSON or prefers JSON over HTML."""
     if request.is_json:
         return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return _prefers_json(request.headers.get("Accept", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefers_json(accept: str) -> bool:
+    # Clients send a handful of distinct Accept headers (one per browser and
+    # library), so each is parsed once rather than on every post.
+    best = parse_accept_header(accept, MIMEAccept).best_match(
+        ["text/html", "application/json"]
+    )
     return best == "application/json"
 
 

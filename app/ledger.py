@@ -278,6 +278,13 @@ def _dbapi_form(stmt: Any, dialect: Any) -> tuple[str, tuple[str, ...] | None, d
     return compiled.string, order, constants
 
 
+def _driver_args(stmt: Any, params: dict[str, Any], engine: Engine) -> tuple[str, Any]:
+    """The SQL text and parameters for running `stmt` on the driver's cursor."""
+    sql, order, constants = _dbapi_form(stmt, engine.dialect)
+    values = {**constants, **params}
+    return sql, values if order is None else [values[k] for k in order]
+
+
 def default_url(instance_path: str) -> str:
     """Return the embedded default: a SQLite file in the instance folder."""
     return f"sqlite:///{instance_path}/formpost.db"
@@ -592,58 +599,62 @@ class Ledger:
                 item.error = exc
 
     def _insert_together(self, batch: list[_Pending]) -> None:
-        # The driver's connection directly, not SQLAlchemy's Connection: on
-        # this path its begin/commit events and statement execution cost
-        # more than the inserts. The pool still checks the connection out
-        # (and SQLite's file check runs); the transaction is spelled out here
-        # as the engine's events would: writer queue, BEGIN IMMEDIATE.
-        writers = _WRITERS.get(self.engine)
-        if writers is not None:
-            writers.acquire()
-        try:
-            inserted = self._insert_in_transaction(batch)
-        finally:
-            if writers is not None:
-                writers.release()
+        limited = any(item.limited for item in batch)
+        with self._driver_transaction() as cursor:
+            if limited and self.engine.dialect.name == "postgresql":
+                # Count and insert as one, like SQLite's BEGIN IMMEDIATE:
+                # under READ COMMITTED, posts in flight together would each
+                # count only what was committed before them.
+                cursor.execute(str(_PG_LIMIT_LOCK))
+            inserted = []
+            for item in batch:
+                cursor.execute(*_driver_args(item.stmt, item.params, self.engine))
+                # A row comes back, or none when a limit's condition was false
+                # (rowcount is not reliable for INSERT ... SELECT on psycopg).
+                inserted.append(cursor.fetchone() is not None)
         # Only now, after COMMIT returned, is any row of the batch stored.
         for item, stored in zip(batch, inserted, strict=True):
             item.inserted = stored
 
-    def _insert_in_transaction(self, batch: list[_Pending]) -> list[bool]:
+    @contextmanager
+    def _driver_transaction(self) -> Iterator[Any]:
+        """A write transaction on the driver's own connection; yield a cursor.
+
+        For the two hot paths (storing posts, recording delivery outcomes):
+        there, SQLAlchemy's Connection (its begin and commit events, its
+        statement execution) cost more than the statements themselves. The
+        pool still checks the connection out, and SQLite's file check runs;
+        the rest is spelled out as the engine's events do it: the writer
+        queue and BEGIN IMMEDIATE on SQLite. COMMIT on leaving, ROLLBACK on
+        any error.
+        """
         dialect = self.engine.dialect
-        fairy = self.engine.raw_connection()
+        writers = _WRITERS.get(self.engine)
+        if writers is not None:
+            writers.acquire()
         try:
-            connection = fairy.driver_connection
-            cursor = connection.cursor()
+            fairy = self.engine.raw_connection()
             try:
-                if dialect.name == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
-                elif dialect.name == "postgresql" and any(i.limited for i in batch):
-                    # Count and insert as one, like SQLite's BEGIN IMMEDIATE:
-                    # under READ COMMITTED, posts in flight together would
-                    # each count only what was committed before them.
-                    cursor.execute(str(_PG_LIMIT_LOCK))
-                inserted = []
-                for item in batch:
-                    sql, order, constants = _dbapi_form(item.stmt, dialect)
-                    values = {**constants, **item.params}
-                    args = values if order is None else [values[k] for k in order]
-                    cursor.execute(sql, args)
-                    # A row comes back, or none when a limit's condition was
-                    # false (rowcount is not reliable for INSERT ... SELECT).
-                    inserted.append(cursor.fetchone() is not None)
+                connection = fairy.driver_connection
+                cursor = connection.cursor()
+                try:
+                    if dialect.name == "sqlite":
+                        cursor.execute("BEGIN IMMEDIATE")
+                    yield cursor
+                finally:
+                    cursor.close()
+                connection.commit()
+            except BaseException:
+                try:
+                    connection.rollback()
+                except dialect.loaded_dbapi.Error:
+                    fairy.invalidate()  # unusable: the pool opens a new one
+                raise
             finally:
-                cursor.close()
-            connection.commit()
-        except BaseException:
-            try:
-                connection.rollback()
-            except dialect.loaded_dbapi.Error:
-                fairy.invalidate()  # unusable: the pool opens a new one
-            raise
+                fairy.close()
         finally:
-            fairy.close()
-        return inserted
+            if writers is not None:
+                writers.release()
 
     def _which_limit(
         self,
@@ -793,15 +804,19 @@ class Ledger:
         if not outcomes:
             return []
         held = []
-        with self.engine.begin() as conn:
-            for outcome in outcomes:
-                stmt = _settle_statement(tuple(sorted(outcome.values)))
-                params = {
-                    "b_id": outcome.row.id,
-                    "b_token": outcome.row.claim_token,
-                    **outcome.values,
-                }
-                held.append(conn.execute(stmt, params).rowcount == 1)
+        try:
+            with self._driver_transaction() as cursor:
+                for outcome in outcomes:
+                    stmt = _settle_statement(tuple(sorted(outcome.values)))
+                    params = {
+                        "b_id": outcome.row.id,
+                        "b_token": outcome.row.claim_token,
+                        **outcome.values,
+                    }
+                    cursor.execute(*_driver_args(stmt, params, self.engine))
+                    held.append(cursor.rowcount == 1)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not record outcomes: {exc}") from exc
         return held
 
     def sent(self, row: Claimed, reply: str = "250 accepted") -> Outcome:

@@ -192,6 +192,8 @@ def gunicorn_and_worker(
 def hold_worker(port: int, settle: float) -> socket.socket:
     """Send half a request: the sync worker that accepts it now waits on it.
 
+    (A gthread worker would go on accepting; tests that steer use sync.)
+
     `settle` is how long to give a worker to accept the connection.
     """
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)

@@ -179,6 +179,9 @@ def test_good_values_are_parsed(name, raw, value):
         ("OUTBOX_RETRY_MAX", "1"),  # smaller than OUTBOX_RETRY_BASE
         ("OUTBOX_POLL_INTERVAL", "never"),
         ("OUTBOX_BATCH", "0"),
+        ("OUTBOX_NICE", "20"),
+        ("OUTBOX_NICE", "-5"),
+        ("OUTBOX_NICE", "low"),
         ("OUTBOX_GIVE_UP_AFTER", "-1"),
         ("DATABASE_URL", "mysql://u:p@h/db"),
         ("MAX_CONTENT_LENGTH", "abc"),

@@ -131,7 +131,9 @@ def test_counters_add_up_across_gunicorn_and_delivery_processes(make_relay, tmp_
         WEB_CONCURRENCY="2",
     )
     posts = 24
-    with gunicorn_and_worker(env, tmp_path, "--bind", "127.0.0.1:0") as served:
+    # Sync workers: holding one request holds a worker (below).
+    options = ["--bind", "127.0.0.1:0", "--worker-class", "sync", "--threads", "1"]
+    with gunicorn_and_worker(env, tmp_path, *options) as served:
         base = f"http://127.0.0.1:{served.port}"
 
         def post(n: int) -> None:

@@ -139,6 +139,9 @@ def test_gunicorn_settings_follow_the_machine_and_the_proxy_rule():
     namespace: dict = {}
     exec((ROOT / "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
     assert namespace["workers"] >= 2
+    # Threads, so that posts arriving together share one commit.
+    assert namespace["worker_class"] == "gthread"
+    assert namespace["threads"] >= 2
     assert namespace["forwarded_allow_ips"] == ""  # ProxyFix is the one authority
     assert namespace["secure_scheme_headers"] == {}
     assert "x-request-id" in namespace["access_log_format"]

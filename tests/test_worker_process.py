@@ -202,3 +202,29 @@ def test_idle_worker_delivers_a_new_submission_within_about_a_second(
     finally:
         assert stop(worker) == 0
     assert latency < 2.0, f"idle delivery took {latency:.2f} s"
+
+
+def _niceness(pid: int) -> int:
+    # Field 19 of /proc/<pid>/stat, counting after the command in parentheses.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
+
+
+@pytest.mark.parametrize(("setting", "lowered_by"), [(None, 10), ("0", 0), ("19", 19)])
+def test_worker_yields_the_cpu_to_the_web_tier(
+    plain_relay, database_url, tmp_path, setting, lowered_by
+):
+    """OUTBOX_NICE: the worker lowers its own priority (10 by default)."""
+    env = worker_env(plain_relay, database_url, tmp_path)
+    env.pop("OUTBOX_NICE", None)
+    if setting is not None:
+        env["OUTBOX_NICE"] = setting
+    ledger = open_ledger(database_url)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        queue(ledger, 1)
+        wait_for(lambda: plain_relay.received, 10, "delivery")  # started and working
+        mine = os.nice(0)
+        assert _niceness(worker.pid) == min(19, mine + lowered_by)
+    finally:
+        assert stop(worker) == 0

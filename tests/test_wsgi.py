@@ -100,7 +100,10 @@ def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
     instance = tmp_path / "instance"
     env = server_env(instance)
     # The kernel picks a free port; gunicorn_and_worker reads it from the log.
+    # Sync workers: test_posts_across_both_workers steers posts by holding a
+    # worker with half a request.
     options = ["--bind", "127.0.0.1:0", "--workers", str(WORKERS)]
+    options += ["--worker-class", "sync", "--threads", "1"]
     with gunicorn_and_worker(env, tmp_path, *options) as served:
         server = Gunicorn(
             served.proc,
