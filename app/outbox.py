@@ -38,6 +38,8 @@ JITTER = 0.2
 EXPIRED = "delivery time expired"
 # A connection idle for longer than this gets a NOOP before it is reused.
 IDLE_CHECK = 1.0
+# Seconds between records of a working relay (see Worker._record_relay_ok).
+RELAY_OK_EVERY = 5.0
 
 
 class _RelayUnavailable(Exception):
@@ -153,6 +155,7 @@ class Worker:
         self._session: Session | None = None
         self._last_used = 0.0
         self._recorder: _Recorder | None = None
+        self._relay_ok_recorded: float | None = None  # time.monotonic()
 
     def run(self) -> None:
         """Deliver until `stop` is set; then finish the current message and return.
@@ -227,8 +230,22 @@ class Worker:
             if relay_error is not None:
                 self._close_session()
                 self.ledger.record_relay(relay_error.kind, relay_error.reply)
+                self._relay_ok_recorded = None
             elif relay_ok:
-                self.ledger.record_relay(None)
+                self._record_relay_ok()
+
+    def _record_relay_ok(self) -> None:
+        """Say the relay works: after a failure at once, else every few seconds.
+
+        A busy worker finishes a batch many times a second; one write (and
+        disk sync) per batch would slow delivery for no reader's benefit.
+        Another worker's failure record is cleared within RELAY_OK_EVERY.
+        """
+        now = time.monotonic()
+        last = self._relay_ok_recorded
+        if last is None or now - last >= RELAY_OK_EVERY:
+            self.ledger.record_relay(None)
+            self._relay_ok_recorded = now
 
     def _send(self, row: Claimed, deadline: float) -> SendResult:
         """Send over the open session; open one, or a new one if it was dropped.
