@@ -219,6 +219,46 @@ def _insert_for(rate_windows: int, per_ip: bool, quota: bool, backlog: bool) -> 
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _claim_statement() -> Any:
+    """Take due rows under a lease: one UPDATE ... RETURNING (built once)."""
+    c = submissions.c
+    now = bindparam("now", type_=Float)
+    due = (
+        select(c.id)
+        .where(
+            or_(
+                (c.state == "pending") & (c.next_attempt_at <= now),
+                (c.state == "sending") & (c.lease_until < now),
+            )
+        )
+        .order_by(c.next_attempt_at)
+        .limit(bindparam("batch", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(submissions)
+        .where(c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            lease_until=bindparam("lease_until", type_=Float),
+            claim_token=bindparam("token", type_=String),
+            attempts=c.attempts + 1,
+            last_attempt_at=now,
+        )
+        .returning(
+            c.id,
+            c.receipt,
+            c.mail_from,
+            c.recipients,
+            c.raw,
+            c.message_id,
+            c.attempts,
+            c.queued_at,
+        )
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _settle_statement(columns: tuple[str, ...]) -> Any:
     """UPDATE one claimed row if this claim still holds it (cached per shape)."""
@@ -724,58 +764,38 @@ class Ledger:
         """
         now = self.clock.now()
         token = secrets.token_hex(16)
-        due = (
-            select(submissions.c.id)
-            .where(
-                or_(
-                    (submissions.c.state == "pending")
-                    & (submissions.c.next_attempt_at <= now),
-                    (submissions.c.state == "sending")
-                    & (submissions.c.lease_until < now),
-                )
-            )
-            .order_by(submissions.c.next_attempt_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(submissions)
-            .where(submissions.c.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                lease_until=now + lease,
-                claim_token=token,
-                attempts=submissions.c.attempts + 1,
-                last_attempt_at=now,
-            )
-            .returning(
-                submissions.c.id,
-                submissions.c.receipt,
-                submissions.c.mail_from,
-                submissions.c.recipients,
-                submissions.c.raw,
-                submissions.c.message_id,
-                submissions.c.attempts,
-                submissions.c.queued_at,
-            )
-        )
-        with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
+        params = {"now": now, "lease_until": now + lease, "token": token}
+        params["batch"] = batch
+        try:
+            with self._driver_transaction() as cursor:
+                cursor.execute(*_driver_args(_claim_statement(), params, self.engine))
+                rows = cursor.fetchall()
+        except self._storage_errors as exc:
+            raise StorageError(f"could not claim rows: {exc}") from exc
         claimed = [
             Claimed(
-                id=r.id,
-                receipt=r.receipt,
+                id=row_id,
+                receipt=receipt,
                 claim_token=token,
                 envelope=Envelope(
-                    mail_from=r.mail_from,
-                    recipients=tuple(r.recipients.split(",")),
-                    data=bytes(r.raw),
-                    message_id=r.message_id,
+                    mail_from=mail_from,
+                    recipients=tuple(recipients.split(",")),
+                    data=bytes(raw),
+                    message_id=message_id,
                 ),
-                attempts=r.attempts,
-                queued_at=r.queued_at,
+                attempts=attempts,
+                queued_at=queued_at,
             )
-            for r in rows
+            for (
+                row_id,
+                receipt,
+                mail_from,
+                recipients,
+                raw,
+                message_id,
+                attempts,
+                queued_at,
+            ) in rows
         ]
         claimed.sort(key=lambda c: c.id)
         return claimed

@@ -290,7 +290,7 @@ class Worker:
             reply += "; refused: " + "; ".join(
                 f"<{addr}> {code} {text}" for addr, (code, text) in refused.items()
             )
-        self._recorder.put(self.ledger.sent(row, reply))  # type: ignore[union-attr]
+        outcome = self.ledger.sent(row, reply)
         metrics.delivery("sent", latency=self.clock.now() - row.queued_at)
         log.info(
             "delivered receipt=%s message_id=%s attempt=%d%s",
@@ -300,6 +300,9 @@ class Worker:
             f" ({reply})" if refused else "",
             extra=self._fields(row, "sent"),
         )
+        # Last: the recorder wakes and takes the GIL for a moment; better
+        # while this thread waits on the relay than while it writes the log.
+        self._recorder.put(outcome)  # type: ignore[union-attr]
 
     def _failed(self, row: Claimed, exc: DeliveryError) -> None:
         s = self.settings
