@@ -71,18 +71,13 @@ def _prefers_json(accept: str) -> bool:
 
 def request_origin() -> str | None:
     """Return the normalised origin of the posting page, from Origin or Referer."""
-    state = g._get_current_object()  # one context lookup, not one per use
-    try:
-        return state.formpost_origin
-    except AttributeError:
-        pass
-    headers = request.headers
-    raw = headers.get("Origin")
-    if not raw:
-        referer = urlsplit(headers.get("Referer", ""))
-        raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
-    origin = state.formpost_origin = _normalised_origin(raw) if raw else None
-    return origin
+    if "formpost_origin" not in g:
+        raw = request.headers.get("Origin")
+        if not raw:
+            referer = urlsplit(request.headers.get("Referer", ""))
+            raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
+        g.formpost_origin = _normalised_origin(raw) if raw else None
+    return g.formpost_origin
 
 
 @functools.lru_cache(maxsize=512)

@@ -765,7 +765,7 @@ class Ledger:
         now = self.clock.now()
         token = secrets.token_hex(16)
         params = {"now": now, "lease_until": now + lease, "token": token}
-        params["batch"] = batch
+        params.update(batch=batch)
         try:
             with self._driver_transaction() as cursor:
                 cursor.execute(*_driver_args(_claim_statement(), params, self.engine))

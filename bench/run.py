@@ -21,6 +21,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,9 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.clock import SystemClock  # noqa: E402
 from app.compose import Submission, compose, new_message_id  # noqa: E402
-from app.ledger import Ledger, make_engine, migrate, submissions  # noqa: E402
+from app.ledger import make_engine, migrate, submissions  # noqa: E402
 from config import parse_mail_from  # noqa: E402
 
 PY = sys.executable
@@ -131,10 +131,10 @@ def smtp_ready(port: int) -> bool:
 @contextmanager
 def sink(tmp: Path, delay: float = 0.0):
     port = free_port()
-    # The sink stands in for a relay on another machine: at a lower CPU
+    # The sink stands in for a relay on another machine: at the lowest CPU
     # priority it takes only what the machine has left, as a remote relay
     # would take none of it.
-    argv = ["nice", "-n", "10", PY, str(ROOT / "bench" / "sink.py"), str(port)]
+    argv = ["nice", "-n", "19", PY, str(ROOT / "bench" / "sink.py"), str(port)]
     argv.append(str(delay))
     with process(
         argv,
@@ -282,8 +282,11 @@ def queue_messages(database_url: str, count: int) -> list[bytes]:
     return datas
 
 
-def sent_count(ledger: Ledger) -> int:
-    return ledger.stats().counts["sent"]
+def sent_count(reader: sqlite3.Connection) -> int:
+    # One indexed count on a read-only connection: the poll must not take
+    # CPU from the worker it is timing.
+    query = "SELECT count(*) FROM submissions WHERE state = 'sent'"
+    return reader.execute(query).fetchone()[0]
 
 
 def delivery_point(
@@ -300,7 +303,8 @@ def delivery_point(
     )
     engine = make_engine(env["DATABASE_URL"])
     migrate(engine)
-    ledger = Ledger(engine, SystemClock())
+    engine.dispose()
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     procs = []
     try:
         for n in range(workers):
@@ -314,16 +318,16 @@ def delivery_point(
         queue_messages(env["DATABASE_URL"], count)
         started = time.perf_counter()
         deadline = started + max(120, count / 20)
-        while sent_count(ledger) < count:
+        while sent_count(reader) < count:
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"{label}: only {sent_count(ledger)}/{count} sent")
-            time.sleep(0.02)
+                raise RuntimeError(f"{label}: only {sent_count(reader)}/{count} sent")
+            time.sleep(0.01)
         elapsed = time.perf_counter() - started
         rss = max(peak_rss_mb(p.pid) for _, p in procs)
     finally:
         for cm, _ in procs:
             cm.__exit__(None, None, None)
-        engine.dispose()
+        reader.close()
     return {
         "messages": count,
         "seconds": elapsed,
