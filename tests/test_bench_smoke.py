@@ -41,3 +41,18 @@ def test_benchmark_smoke_run_produces_every_figure():
     ):
         assert results["ratios"][key] > 0, key
     assert results["drain"]["messages"] > 0
+
+
+def test_commit_floor_measures_every_setting():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "commit_floor.py"), "--rows", "40"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    settings = [(r[0], r[1]) for r in rows]
+    assert settings == [("1", "1"), ("4", "1"), ("4", "4"), ("4", "8")]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
