@@ -50,7 +50,9 @@ class _SecurityHeaders:
     the visitor's scheme when deciding on HSTS.
     """
 
-    def __init__(self, wsgi_app: WSGIApplication, headers: list[tuple[str, str]]):
+    def __init__(
+        self, wsgi_app: WSGIApplication, headers: list[tuple[str, str]]
+    ) -> None:
         self.wsgi_app = wsgi_app
         self.headers = headers
 

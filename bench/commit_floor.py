@@ -15,6 +15,7 @@ import argparse
 import fcntl
 import multiprocessing
 import os
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def measure(processes: int, batch: int, rows: int = 2000) -> tuple[float, float]
         engine = make_engine(f"sqlite:///{path}")
         migrate(engine)
         engine.dispose()
-        before = os.times()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         procs = [
             multiprocessing.Process(target=writer, args=(path, rows, batch, str(n)))
@@ -71,11 +72,9 @@ def measure(processes: int, batch: int, rows: int = 2000) -> tuple[float, float]
         for proc in procs:
             proc.join()
         elapsed = time.perf_counter() - started
-        after = os.times()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = processes * rows
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return total / elapsed, cpu / total * 1e6
 
 

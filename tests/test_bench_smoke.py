@@ -45,7 +45,7 @@ def test_benchmark_smoke_run_produces_every_figure():
 
 def test_commit_floor_measures_every_setting():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "commit_floor.py"), "--rows", "40"],
+        [sys.executable, str(ROOT / "bench" / "commit_floor.py"), "--rows", "100"],
         cwd=ROOT,
         capture_output=True,
         text=True,
