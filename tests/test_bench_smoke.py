@@ -56,3 +56,17 @@ def test_commit_floor_measures_every_setting():
     settings = [(r[0], r[1]) for r in rows]
     assert settings == [("1", "1"), ("4", "1"), ("4", "4"), ("4", "8")]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+
+
+def test_request_path_measures_every_row():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "request_path.py"), "--requests", "80"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = done.stdout.splitlines()[1:]
+    assert len(rows) == 4, done.stdout
+    assert all(float(row.split()[-1]) > 0 for row in rows), done.stdout
