@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import secrets
 import sys
 import tempfile
 import threading
@@ -31,6 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+import bare  # noqa: E402
+from run import base_env  # noqa: E402
+
+from app import create_app  # noqa: E402
 
 FORM = (
     b"name=Ada+Lovelace&email=ada%40example.net&subject=Benchmark&"
@@ -98,26 +102,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     requests = parser.parse_args().requests
     with tempfile.TemporaryDirectory(prefix="formpost-path-") as tmp:
-        os.environ.update(
-            FORMPOST_ENV_FILE=os.devnull,
-            INSTANCE_PATH=f"{tmp}/instance",
-            DATABASE_URL=f"sqlite:///{tmp}/ledger.db",
-            SECRET_KEY=secrets.token_hex(32),
-            SMTP_HOST="127.0.0.1",
-            SMTP_PORT="2525",
-            SMTP_SECURITY="none",
-            MAIL_FROM="Benchmark <bench@formpost.test>",
-            MAIL_RECIPIENTS="sales=sales@example.com",
-            ALLOWED_ORIGINS="https://www.example.com",
-            RATE_LIMIT="off",
-            RECIPIENT_DAILY_QUOTA="0",
-            BACKLOG_LIMIT="0",
-            LOG_LEVEL="WARNING",  # no log file here to write to
-        )
-        import bare
-
-        from app import create_app
-
+        # The same settings as bench/run.py's gunicorn; no log file to write.
+        os.environ.update(base_env(Path(tmp), 2525, LOG_LEVEL="WARNING"))
         formpost = create_app()
         ledger = formpost.extensions["formpost.ledger"]
         print(f"{'request path, one process':<34}{'threads':>8}{'CPU µs/req':>12}")

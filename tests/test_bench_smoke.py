@@ -15,19 +15,25 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench(script: str, *args: str, timeout: float) -> str:
+    """Run bench/<script> with `args`; return what it printed (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
 )
 def test_benchmark_smoke_run_produces_every_figure():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "accept throughput / bare" in done.stdout
+    out = bench("run.py", "--smoke", timeout=300)
+    assert "accept throughput / bare" in out
     results = json.loads((ROOT / "bench" / "results" / "smoke.json").read_text())
     assert results["settings"]["smoke"] is True
     assert results["load_errors"] == 0
@@ -44,29 +50,15 @@ def test_benchmark_smoke_run_produces_every_figure():
 
 
 def test_commit_floor_measures_every_setting():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "commit_floor.py"), "--rows", "100"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    out = bench("commit_floor.py", "--rows", "100", timeout=120)
+    rows = [line.split() for line in out.splitlines()[1:]]
     settings = [(r[0], r[1]) for r in rows]
     assert settings == [("1", "1"), ("4", "1"), ("4", "4"), ("4", "8")]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
 
 
 def test_request_path_measures_every_row():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "request_path.py"), "--requests", "80"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = done.stdout.splitlines()[1:]
-    assert len(rows) == 4, done.stdout
-    assert all(float(row.split()[-1]) > 0 for row in rows), done.stdout
+    out = bench("request_path.py", "--requests", "80", timeout=120)
+    rows = out.splitlines()[1:]
+    assert len(rows) == 4, out
+    assert all(float(row.split()[-1]) > 0 for row in rows), out
