@@ -400,31 +400,45 @@ class Doctor:
 
         self._check_records(lookup)
 
+    def _check_txt(
+        self,
+        lookup: Callable[..., list[str] | None],
+        check: str,
+        name: str,
+        wanted: Callable[[str], bool],
+        missing: str,
+        fix: str,
+    ) -> None:
+        """PASS with the first TXT record of `name` that is `wanted`, else WARN.
+
+        Nothing is reported when the lookup itself failed (it said so).
+        """
+        txt = lookup(check, name, "TXT")
+        found = [t for t in txt or () if wanted(t)]
+        if found:
+            self.report.add(PASS, check, f"{name}: {found[0]}")
+        elif txt is not None:
+            self.report.add(WARN, check, missing, fix)
+
     def _check_records(self, lookup: Callable[..., list[str] | None]) -> None:
         domain = self.config["MAIL_FROM"].domain
-        txt = lookup("spf", domain, "TXT")
-        spf = [t for t in txt or () if t.startswith("v=spf1")]
-        if spf:
-            self.report.add(PASS, "spf", f"{domain}: {spf[0]}")
-        elif txt is not None:
-            self.report.add(
-                WARN,
-                "spf",
-                f"{domain} has no SPF record",
-                f"publish a TXT record on {domain} such as 'v=spf1 include:<your "
-                "provider> ~all'",
-            )
-        txt = lookup("dmarc", f"_dmarc.{domain}", "TXT")
-        dmarc = [t for t in txt or () if "v=DMARC1" in t]
-        if dmarc:
-            self.report.add(PASS, "dmarc", f"_dmarc.{domain}: {dmarc[0]}")
-        elif txt is not None:
-            self.report.add(
-                WARN,
-                "dmarc",
-                f"_dmarc.{domain} has no DMARC record",
-                f"publish TXT 'v=DMARC1; p=none; rua=mailto:dmarc@{domain}' to start",
-            )
+        self._check_txt(
+            lookup,
+            "spf",
+            domain,
+            lambda t: t.startswith("v=spf1"),
+            f"{domain} has no SPF record",
+            f"publish a TXT record on {domain} such as 'v=spf1 include:<your "
+            "provider> ~all'",
+        )
+        self._check_txt(
+            lookup,
+            "dmarc",
+            f"_dmarc.{domain}",
+            lambda t: "v=DMARC1" in t,
+            f"_dmarc.{domain} has no DMARC record",
+            f"publish TXT 'v=DMARC1; p=none; rua=mailto:dmarc@{domain}' to start",
+        )
         seen = set()
         for recipient in self.config["MAIL_RECIPIENTS"].values():
             rdomain = recipient.address.domain

@@ -12,8 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.ledger import Ledger
 from app.outbox import Worker
 
+from .fakeclock import FakeClock
 from .relay import PKI, Relay
 
 
@@ -144,6 +146,18 @@ def csrf_token(client: FlaskClient, path: str = "/") -> str:
     if match is None:
         raise AssertionError("form has no CSRF token")
     return match.group(1)
+
+
+def ledger_of(app: Flask) -> Ledger:
+    """The app's ledger, as create_app built it."""
+    return app.extensions["formpost.ledger"]
+
+
+def use_fake_clock(app: Flask) -> FakeClock:
+    """Give the app's ledger (and so its workers) a clock the test moves."""
+    clock = FakeClock()
+    ledger_of(app).clock = clock
+    return clock
 
 
 def deliver(app: Flask, clock=None) -> int:

@@ -20,10 +20,8 @@ from click.testing import Result
 from flask import Flask
 
 from app.compose import Submission, compose, new_message_id
-from app.ledger import Ledger
 
-from .conftest import deliver, post_form
-from .fakeclock import FakeClock
+from .conftest import deliver, ledger_of, post_form, use_fake_clock
 from .relay import Relay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,16 +34,6 @@ LONG_SUBJECT = "Quarterly maintenance schedule for the Analytical Engine"
 def cli_app(make_app: Callable[..., Flask], relay: Relay, database_url: str) -> Flask:
     """An app on the parametrized database, delivering to the test relay."""
     return make_app(relay.env(DATABASE_URL=database_url))
-
-
-def ledger_of(app: Flask) -> Ledger:
-    return app.extensions["formpost.ledger"]
-
-
-def use_fake_clock(app: Flask) -> FakeClock:
-    clock = FakeClock()
-    ledger_of(app).clock = clock
-    return clock
 
 
 def queue(app: Flask, subject: str = "Hello", alias: str = "sales") -> str:

@@ -13,23 +13,10 @@ import os
 import pytest
 from flask import Flask
 
-from app.ledger import Ledger
-
-from .conftest import PG_URL, deliver, post_form
-from .fakeclock import FakeClock
+from .conftest import PG_URL, deliver, ledger_of, post_form, use_fake_clock
 from .relay import PASSWORD
 
 WRONG_PASSWORD = "not-the-Relay-Passw0rd-7f3a"
-
-
-def ledger_of(app: Flask) -> Ledger:
-    return app.extensions["formpost.ledger"]
-
-
-def use_fake_clock(app: Flask) -> FakeClock:
-    clock = FakeClock()
-    ledger_of(app).clock = clock
-    return clock
 
 
 def readyz(app: Flask) -> tuple[int, dict, str]:
