@@ -45,6 +45,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError, SQLAlchemyError
 
@@ -169,6 +171,7 @@ def _count_below(where: Any, limit: Any) -> Any:
     return select(func.count()).select_from(capped).scalar_subquery() < limit
 
 
+_UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 _PG_LIMIT_LOCK = text("SELECT pg_advisory_xact_lock(7453102)")
 _ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
@@ -890,24 +893,25 @@ class Ledger:
         """Remember whether the relay works, for /readyz and alerts."""
         now = self.clock.now()
         if error_kind is None:
-            values: dict[str, Any] = {"failing_since": None, "last_success_at": now}
+            changes: dict[str, Any] = {"failing_since": None, "last_success_at": now}
+            first = changes
         else:
-            values = {
+            first = {
                 "last_error_at": now,
                 "last_error_kind": error_kind,
                 "last_error": error,
-                "failing_since": func.coalesce(relay_health.c.failing_since, now),
+                "failing_since": now,
             }
+            # A relay already failing keeps the time its failure began.
+            since = func.coalesce(relay_health.c.failing_since, now)
+            changes = {**first, "failing_since": since}
+        # One statement: workers starting together must not both insert it.
+        upsert = _UPSERT[self.engine.dialect.name](relay_health)
+        upsert = upsert.values(key=RELAY_KEY, **first).on_conflict_do_update(
+            index_elements=[relay_health.c.key], set_=changes
+        )
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(relay_health)
-                .where(relay_health.c.key == RELAY_KEY)
-                .values(**values)
-            )
-            if result.rowcount == 0:
-                if error_kind is not None:
-                    values["failing_since"] = now
-                conn.execute(relay_health.insert().values(key=RELAY_KEY, **values))
+            conn.execute(upsert)
 
     # -- operators ---------------------------------------------------------
 

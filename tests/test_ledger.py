@@ -243,6 +243,39 @@ def test_stats_and_relay_health(ledger, clock):
     assert ledger.stats().relay["failing_since"] is None
 
 
+@pytest.mark.parametrize("error_kind", [None, "transient"])
+def test_workers_recording_the_relay_together_never_collide(ledger, error_kind):
+    # Workers that finish their first batch together each find no row yet;
+    # update-then-insert let two of them insert it (a duplicate key).
+    engines = [make_engine(ledger.engine.url.render_as_string(False)) for _ in range(6)]
+    ledgers = [Ledger(engine, ledger.clock) for engine in engines]
+    errors: list[Exception] = []
+    try:
+        for _ in range(15):
+            with ledger.engine.begin() as conn:
+                conn.execute(ledger_module.relay_health.delete())
+            start = threading.Barrier(len(ledgers))
+
+            def record(one: Ledger, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    one.record_relay(error_kind, "timed out" if error_kind else None)
+                except Exception as exc:  # noqa: BLE001 - collected, asserted below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=record, args=(x,)) for x in ledgers]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            relay = ledger.stats().relay
+            assert (relay["failing_since"] is None) == (error_kind is None)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert errors == []
+
+
 def _refuse_inserts(engine):
     """Make every INSERT fail: at once on SQLite, at COMMIT on PostgreSQL."""
     with engine.begin() as conn:
