@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 
-from app.outbox import JITTER, OutboxSettings, Worker, retry_delay
+from app.outbox import (
+    JITTER,
+    RECORD_BATCH,
+    OutboxSettings,
+    Worker,
+    _Recorder,
+    retry_delay,
+)
 
 from .conftest import post_form
 from .fakeclock import FakeClock
@@ -210,3 +220,85 @@ def test_stop_releases_unattempted_rows(app_on_db, relay, make_worker):
     assert worker.run_once() == 3  # claimed, then released at once
     assert {(r.state, r.attempts) for r in rows(app_on_db)} == {("pending", 0)}
     assert relay.received == []
+
+
+class _HeldLedger:
+    """The real ledger, with its first settle held until `go` is set.
+
+    While the recorder waits there, the test queues outcomes: the batches it
+    then forms depend on nothing but the queue, not on timing.
+    """
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.go = threading.Event()
+        self.waiting = threading.Event()
+        self.batches: list[int] = []
+
+    def settle(self, outcomes):
+        if not self.batches:
+            self.waiting.set()
+            self.go.wait(10)
+        self.batches.append(len(outcomes))
+        return self.ledger.settle(outcomes)
+
+
+def claimed_outcomes(app, n: int):
+    for i in range(n):
+        submit(app, subject=f"n{i}")
+    ledger = app.extensions["formpost.ledger"]
+    return [ledger.sent(row) for row in ledger.claim(n, lease=300)]
+
+
+def test_recorder_commits_queued_outcomes_together(app_on_db):
+    outcomes = claimed_outcomes(app_on_db, RECORD_BATCH + 9)
+    held = _HeldLedger(app_on_db.extensions["formpost.ledger"])
+    recorder = _Recorder(held)  # type: ignore[arg-type]
+    recorder.put(outcomes[0])
+    assert held.waiting.wait(10)
+    for outcome in outcomes[1:]:
+        recorder.put(outcome)
+    held.go.set()
+    recorder.flush()
+    assert held.batches == [1, RECORD_BATCH, 8]
+    assert {r.state for r in rows(app_on_db)} == {"sent"}
+
+
+def test_flush_commits_at_once_what_was_gathered(app_on_db):
+    outcomes = claimed_outcomes(app_on_db, 8)
+    held = _HeldLedger(app_on_db.extensions["formpost.ledger"])
+    recorder = _Recorder(held)  # type: ignore[arg-type]
+    recorder.put(outcomes[0])
+    assert held.waiting.wait(10)
+    for outcome in outcomes[1:5]:
+        recorder.put(outcome)
+    flusher = threading.Thread(target=recorder.flush)
+    flusher.start()
+    for outcome in outcomes[5:]:
+        recorder.put(outcome)
+    held.go.set()
+    flusher.join(10)
+    recorder.flush()
+    # The flush ends its batch: what was queued after it is a batch of its own.
+    assert held.batches == [1, 4, 3]
+
+
+def test_delivery_is_logged_once_its_outcome_is_committed(
+    app_on_db, relay, make_worker, caplog
+):
+    submit(app_on_db, subject="n0")
+    ledger = app_on_db.extensions["formpost.ledger"]
+    states_when_logged = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("delivered"):
+                states_when_logged.append([r.state for r in ledger.rows()])
+
+    spy = Spy()
+    logging.getLogger("formpost.outbox").addHandler(spy)
+    try:
+        assert drain(make_worker(app_on_db)) == 1
+    finally:
+        logging.getLogger("formpost.outbox").removeHandler(spy)
+    assert states_when_logged == [["sent"]]

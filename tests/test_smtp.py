@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 from email.headerregistry import Address
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from app.errors import ConfigurationError, PermanentError, TransientError
-from app.smtp import SMTPSettings, SMTPTransport
+from app.smtp import _PLAIN_ADDRESS, SMTPSettings, SMTPTransport
 from app.transport import Envelope, send_one
 
 from .relay import PASSWORD, USERNAME, free_port
@@ -150,6 +153,42 @@ def test_partly_refused_recipients_are_reported(relay):
     assert result.refused == {"gone@example.com": (550, "5.1.1 No such user")}
     (got,) = relay.received
     assert got.rcpt_tos == ["sales@example.com"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True))
+@example("forms@formpost.test")
+@example("first.last+tag@sub.example.co.uk")
+@example("o'brien@example.com")
+@example("x{y}|z~@a-b.example")
+def test_plain_addresses_are_quoted_as_smtplib_would(address):
+    # Sent without email.utils.parseaddr: the command must not change.
+    assert smtplib.quoteaddr(address) == f"<{address}>"
+
+
+@pytest.mark.parametrize(
+    ("address", "plain"),
+    [
+        ("forms@formpost.test", True),
+        ('"two words"@example.com', False),
+        ("Forms <forms@formpost.test>", False),
+        ("a..b@example.com", False),
+        (".a@example.com", False),
+        ("forms@[127.0.0.1]", False),
+        ("f\u00f6rms@example.com", False),
+        ("forms@example.com ", False),
+    ],
+)
+def test_only_plain_addresses_skip_smtplib_parsing(relay, address, plain):
+    assert bool(_PLAIN_ADDRESS.match(address)) is plain
+    envelope = sample(recipients=(address,))
+    envelope = Envelope(address, envelope.recipients, envelope.data, "<1@x.test>")
+    if address.isascii():
+        send_one(SMTPTransport(settings_for(relay)), envelope)
+        (got,) = relay.received
+        # What arrives is what smtplib itself would have said.
+        said = smtplib.quoteaddr(address)[1:-1]
+        assert (got.mail_from, got.rcpt_tos) == (said, [said])
 
 
 def test_relay_down_is_transient():
