@@ -44,7 +44,7 @@ RELAY_OK_EVERY = 5.0
 # commits them: one disk sync for a run of messages instead of one each. A
 # crash loses at most these, and their rows are sent again (see _Recorder).
 RECORD_GATHER = 0.005
-RECORD_BATCH = 32
+RECORD_BATCH = 8
 
 
 class _RelayUnavailable(Exception):
@@ -111,6 +111,7 @@ class _Recorder:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.queue: queue.Queue[Any] = queue.Queue()
+        self._hurry = threading.Event()  # set by flush(): stop gathering
         self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self.thread.start()
 
@@ -121,14 +122,20 @@ class _Recorder:
     def flush(self) -> None:
         """Wait until everything put so far is committed (or logged as lost)."""
         self.queue.put(self._FLUSH)
+        self._hurry.set()
         self.queue.join()
+        self._hurry.clear()
 
     def _gather(self) -> list[Any]:
         batch = [self.queue.get()]
-        until = time.monotonic() + RECORD_GATHER
+        if batch[0] is not self._FLUSH:
+            # Wait out the window without taking from the queue meanwhile: a
+            # put that finds no thread waiting on the queue wakes nobody, so
+            # the sending thread does not pay for a wake-up per message.
+            self._hurry.wait(RECORD_GATHER)
         while batch[-1] is not self._FLUSH and len(batch) < RECORD_BATCH:
             try:
-                batch.append(self.queue.get(timeout=max(until - time.monotonic(), 0)))
+                batch.append(self.queue.get_nowait())
             except queue.Empty:
                 break
         return batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -274,6 +275,9 @@ def test_flush_commits_at_once_what_was_gathered(app_on_db):
         recorder.put(outcome)
     flusher = threading.Thread(target=recorder.flush)
     flusher.start()
+    deadline = time.monotonic() + 10
+    while recorder.queue.qsize() < 5 and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the flush is queued behind the four
     for outcome in outcomes[5:]:
         recorder.put(outcome)
     held.go.set()
