@@ -44,8 +44,11 @@ def test_benchmark_smoke_run_produces_every_figure():
         "delivery_ratio",
         "web_worker_rss_mb",
         "delivery_worker_rss_mb",
+        "durable_floor_ratio",
+        "accept_to_floor_ratio",
     ):
         assert results["ratios"][key] > 0, key
+    assert results["accept"]["bare_commit"]["requests"] > 0
     assert results["drain"]["messages"] > 0
 
 

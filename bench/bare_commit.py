@@ -1,0 +1,73 @@
+"""The durability floor: bare Flask plus one durable SQLite commit per post.
+
+The same route and body as bench/bare.py, and under the same gunicorn
+settings; after parsing the form it stores one row shaped like Formpost's in
+the ledger's own schema, the way the ledger does on SQLite (a writer lock
+between threads and processes, BEGIN IMMEDIATE, synchronous=FULL, COMMIT)
+with plain sqlite3 and no Formpost code on the path. No validation, no
+composition, no group commit. Whatever any durable endpoint costs on this
+machine and server, this costs at least.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.ledger import make_engine, migrate  # noqa: E402
+
+COLUMNS = (
+    "receipt, form_id, recipient_alias, mail_from, recipients, subject, "
+    "message_id, raw, dedupe_key, state, attempts, created_at, queued_at, "
+    "next_attempt_at, client_ip"
+)
+INSERT = f"INSERT INTO submissions ({COLUMNS}) VALUES ({', '.join('?' * 15)})"
+RAW = b"x" * 1500  # about the size of the benchmark's composed message
+
+PATH = os.environ["DATABASE_URL"].removeprefix("sqlite:///")
+_engine = make_engine(f"sqlite:///{PATH}")
+migrate(_engine)
+_engine.dispose()
+
+app = Flask(__name__)
+_local = threading.local()
+_writer = threading.Lock()
+_writer_fd = os.open(f"{PATH}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _connection() -> sqlite3.Connection:
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = sqlite3.connect(PATH, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@app.post("/f/default")
+def submit():
+    fields = list(request.form.items(multi=True))
+    key = secrets.token_hex(8)
+    now = time.time()
+    row = (key, "default", "sales", "bench@formpost.test", "sales@example.com")
+    row += ("Benchmark", f"<{key}@formpost.test>", RAW, None, "pending", 0)
+    row += (now, now, now, request.remote_addr)
+    conn = _connection()
+    with _writer:
+        fcntl.flock(_writer_fd, fcntl.LOCK_EX)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(INSERT, row)
+            conn.execute("COMMIT")
+        finally:
+            fcntl.flock(_writer_fd, fcntl.LOCK_UN)
+    return jsonify(ok=True, id=str(len(fields))), 202
