@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test bench lint format clean
+.PHONY: run test bench bench-ceiling lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -32,6 +32,10 @@ test: $(VENV)/.dev
 # Needs wrk (Debian: apt-get install wrk). Writes bench/results/latest.json.
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
+
+# The most any durable endpoint reaches here, against the bare one (README).
+bench-ceiling: $(VENV)/.dev
+	$(BIN)/python bench/ceiling.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

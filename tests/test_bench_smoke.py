@@ -52,6 +52,18 @@ def test_benchmark_smoke_run_produces_every_figure():
     assert results["drain"]["messages"] > 0
 
 
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_ceiling_smoke_run_measures_every_endpoint():
+    out = bench("ceiling.py", "--smoke", timeout=300)
+    written = ROOT / "bench" / "results" / "ceiling-smoke.json"
+    results = json.loads(written.read_text())
+    assert set(results["median"]) == {"bare", "bare_commit", "committer", "formpost"}
+    assert all(p["rps"] > 0 for p in results["median"].values()), out
+    assert results["median"]["bare"]["ratio_to_bare"] == 1.0
+
+
 def test_commit_floor_measures_every_setting():
     out = bench("commit_floor.py", "--rows", "100", timeout=120)
     rows = [line.split() for line in out.splitlines()[1:]]
