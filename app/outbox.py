@@ -98,7 +98,7 @@ class _Recorder:
 
     While the relay handles the next messages, the outcomes of the last ones
     are committed (both wait on I/O, so the GIL is free), and only then are
-    their log lines written. Outcomes that arrive within RECORD_GATHER of
+    their "delivered" lines logged. Outcomes that arrive within RECORD_GATHER of
     each other share one transaction and one disk sync. Only outcomes not yet
     committed, those of the last few milliseconds, can be lost to a crash;
     their rows come back after the lease and are sent again with the same

@@ -100,9 +100,9 @@ def serve(database: str, path: str) -> None:
                 end = HEADER.size + size
                 if len(buffer) < end:
                     break
-                row_id = receipt.decode()
-                rows.append((row_id, f"<{row_id}@bench>", buffer[HEADER.size : end]))
-                rows[-1] += (at, at, at, "127.0.0.1")
+                rid = receipt.decode()
+                raw = buffer[HEADER.size : end]
+                rows.append((rid, f"<{rid}@bench>", raw, at, at, at, "127.0.0.1"))
                 waiting.append(sock)
                 buffer = buffer[end:]
             pending[sock] = buffer
