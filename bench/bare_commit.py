@@ -7,6 +7,10 @@ between threads and processes, BEGIN IMMEDIATE, synchronous=FULL, COMMIT)
 with plain sqlite3 and no Formpost code on the path. No validation, no
 composition, no group commit. Whatever any durable endpoint costs on this
 machine and server, this costs at least.
+
+With a postgresql+psycopg:// DATABASE_URL (bench/ceiling.py --postgres) the
+row goes to PostgreSQL instead: one INSERT and one COMMIT per post through
+psycopg, each thread on its own connection.
 """
 
 from __future__ import annotations
@@ -34,15 +38,22 @@ COLUMNS = (
 INSERT = f"INSERT INTO submissions ({COLUMNS}) VALUES ({', '.join('?' * 15)})"
 RAW = b"x" * 1500  # about the size of the benchmark's composed message
 
-PATH = os.environ["DATABASE_URL"].removeprefix("sqlite:///")
-_engine = make_engine(f"sqlite:///{PATH}")
+URL = os.environ["DATABASE_URL"]
+POSTGRES = URL.startswith("postgresql")
+_engine = make_engine(URL)
 migrate(_engine)
 _engine.dispose()
 
 app = Flask(__name__)
 _local = threading.local()
-_writer = threading.Lock()
-_writer_fd = os.open(f"{PATH}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+if POSTGRES:
+    import psycopg
+
+    INSERT_PG = INSERT.replace("?", "%s")
+else:
+    PATH = URL.removeprefix("sqlite:///")
+    _writer = threading.Lock()
+    _writer_fd = os.open(f"{PATH}-writer", os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def _connection() -> sqlite3.Connection:
@@ -53,6 +64,15 @@ def _connection() -> sqlite3.Connection:
     return conn
 
 
+def _store_in_postgres(row: tuple) -> None:
+    conn = getattr(_local, "pg", None)
+    if conn is None:
+        plain = URL.replace("postgresql+psycopg", "postgresql")
+        conn = _local.pg = psycopg.connect(plain)
+    conn.execute(INSERT_PG, row)
+    conn.commit()
+
+
 @app.post("/f/default")
 def submit():
     fields = list(request.form.items(multi=True))
@@ -61,6 +81,9 @@ def submit():
     row = (key, "default", "sales", "bench@formpost.test", "sales@example.com")
     row += ("Benchmark", f"<{key}@formpost.test>", RAW, None, "pending", 0)
     row += (now, now, now, request.remote_addr)
+    if POSTGRES:
+        _store_in_postgres(row)
+        return jsonify(ok=True, id=str(len(fields))), 202
     conn = _connection()
     with _writer:
         fcntl.flock(_writer_fd, fcntl.LOCK_EX)

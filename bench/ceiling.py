@@ -22,21 +22,54 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import sys
 import tempfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import PY, ROOT, accept_point, base_env, process, sink  # noqa: E402
 
+# The WSGI app of each point (bench/ is on gunicorn's path).
+APPS = {
+    "bare": "bare:app",
+    "bare_commit": "bare_commit:app",
+    "committer": "committer:app",
+    "formpost": "wsgi:app",
+    "bare_commit_postgres": "bare_commit:app",
+}
+
+
+@contextmanager
+def schema(url: str) -> Iterator[str]:
+    """A throw-away schema in the PostgreSQL database at `url`; yield its URL."""
+    import psycopg
+
+    name = f"formpost_bench_{secrets.token_hex(6)}"
+    plain = url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{url}?options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a few seconds only")
     parser.add_argument("--workers", type=int, help="default 16 (smoke: 2)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also the bare endpoint committing to PostgreSQL (postgresql+psycopg://"
+        "...); a throw-away schema is made there and dropped",
+    )
     args = parser.parse_args()
     seconds, rounds, conns = (2, 1, 8) if args.smoke else (8, 3, 32)
     args.workers = args.workers or (2 if args.smoke else 16)
@@ -49,40 +82,44 @@ def main() -> int:
         "committer": [],
         "formpost": [],
     }
-    with tempfile.TemporaryDirectory(prefix="formpost-ceiling-") as name:
-        tmp = Path(name)
-        with sink(tmp) as relay:
-            for n in range(rounds):
-                for key in points:
-                    db = tmp / f"{key}-{n}.db"
-                    env = base_env(tmp, relay, DATABASE_URL=f"sqlite:///{db}")
-                    with ExitStack() as stack:
-                        if key == "committer":
-                            env["COMMITTER_SOCKET"] = str(tmp / f"{key}-{n}.sock")
-                            argv = [PY, str(ROOT / "bench" / "committer.py")]
-                            argv += [str(db), env["COMMITTER_SOCKET"]]
-                            stack.enter_context(
-                                process(
-                                    argv,
-                                    env,
-                                    tmp / f"{key}-{n}-committer.log",
-                                    ready=Path(env["COMMITTER_SOCKET"]).exists,
-                                )
+    if args.postgres:
+        points["bare_commit_postgres"] = []
+    with ExitStack() as outer:
+        tmp = Path(outer.enter_context(tempfile.TemporaryDirectory()))
+        relay = outer.enter_context(sink(tmp))
+        pg_url = outer.enter_context(schema(args.postgres)) if args.postgres else ""
+        for n in range(rounds):
+            for key in points:
+                db = tmp / f"{key}-{n}.db"
+                env = base_env(tmp, relay, DATABASE_URL=f"sqlite:///{db}")
+                if key == "bare_commit_postgres":
+                    env["DATABASE_URL"] = pg_url
+                with ExitStack() as stack:
+                    if key == "committer":
+                        env["COMMITTER_SOCKET"] = str(tmp / f"{key}-{n}.sock")
+                        argv = [PY, str(ROOT / "bench" / "committer.py")]
+                        argv += [str(db), env["COMMITTER_SOCKET"]]
+                        stack.enter_context(
+                            process(
+                                argv,
+                                env,
+                                tmp / f"{key}-{n}-committer.log",
+                                ready=Path(env["COMMITTER_SOCKET"]).exists,
                             )
-                        app = "wsgi:app" if key == "formpost" else f"{key}:app"
-                        point = accept_point(
-                            tmp,
-                            f"{key}-{n}",
-                            gunicorn + [app],
-                            env,
-                            seconds,
-                            conns,
-                            with_worker=False,
                         )
-                    if point["errors"]:
-                        print(f"ceiling: {key}: {point['errors']} requests failed")
-                        return 1
-                    points[key].append(point)
+                    point = accept_point(
+                        tmp,
+                        f"{key}-{n}",
+                        gunicorn + [APPS[key]],
+                        env,
+                        seconds,
+                        conns,
+                        with_worker=False,
+                    )
+                if point["errors"]:
+                    print(f"ceiling: {key}: {point['errors']} requests failed")
+                    return 1
+                points[key].append(point)
     bare = statistics.median(p["rps"] for p in points["bare"])
     print(
         f"\nsync workers: {args.workers}, {conns} connections, {seconds} s per "
@@ -95,7 +132,10 @@ def main() -> int:
         ("bare_commit", "+ 1 durable commit per post"),
         ("committer", "+ group commit in a committer process"),
         ("formpost", "Formpost"),
+        ("bare_commit_postgres", "+ 1 durable PostgreSQL commit per post"),
     ):
+        if key not in points:
+            continue
         rps = statistics.median(p["rps"] for p in points[key])
         p99 = statistics.median(p["p99_ms"] for p in points[key])
         medians[key] = {"rps": rps, "p99_ms": p99, "ratio_to_bare": rps / bare}
