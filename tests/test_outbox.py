@@ -288,7 +288,7 @@ def test_flush_commits_at_once_what_was_gathered(app_on_db):
 
 
 def test_delivery_is_logged_once_its_outcome_is_committed(
-    app_on_db, relay, make_worker, caplog
+    app_on_db, relay, make_worker
 ):
     submit(app_on_db, subject="n0")
     ledger = app_on_db.extensions["formpost.ledger"]
