@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 import socket
 import ssl
@@ -13,6 +12,7 @@ from typing import Any
 
 from config import is_loopback
 
+from .compose import PLAIN_ADDRESS
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -52,26 +52,21 @@ class _DeadlineMixin:
         return super().getreply()  # type: ignore[misc]
 
 
-# A dot-atom addr-spec in ASCII: nothing in it for email.utils.parseaddr to
-# rewrite (no display name, comment, quoting, route or space).
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\Z")
-
-
 class _PlainAddressMixin:
     """Say MAIL FROM and RCPT TO without re-parsing plain addresses.
 
     smtplib runs every address through email.utils.parseaddr, which costs
     more than the rest of composing the command; the envelope's addresses
-    come from checked configuration and are almost always plain. Anything
-    else, and SMTPUTF8, still goes through smtplib.
+    come from checked configuration and are almost always plain
+    (compose.PLAIN_ADDRESS: no display name, comment, quoting, route or
+    space for parseaddr to rewrite). Anything else, and SMTPUTF8, still goes
+    through smtplib.
     """
 
     does_esmtp: bool
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        if not _PLAIN_ADDRESS.match(sender) or any(
+        if not PLAIN_ADDRESS.fullmatch(sender) or any(
             option.lower() == "smtputf8" for option in options
         ):
             return super().mail(sender, options)  # type: ignore[misc]
@@ -80,7 +75,7 @@ class _PlainAddressMixin:
         return self.getreply()  # type: ignore[attr-defined]
 
     def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        if not _PLAIN_ADDRESS.match(recip):
+        if not PLAIN_ADDRESS.fullmatch(recip):
             return super().rcpt(recip, options)  # type: ignore[misc]
         optionlist = " " + " ".join(options) if options and self.does_esmtp else ""
         self.putcmd("rcpt", f"TO:<{recip}>{optionlist}")  # type: ignore[attr-defined]

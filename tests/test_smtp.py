@@ -10,8 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from app.compose import PLAIN_ADDRESS
 from app.errors import ConfigurationError, PermanentError, TransientError
-from app.smtp import _PLAIN_ADDRESS, SMTPSettings, SMTPTransport
+from app.smtp import SMTPSettings, SMTPTransport
 from app.transport import Envelope, send_one
 
 from .relay import PASSWORD, USERNAME, free_port
@@ -156,7 +157,7 @@ def test_partly_refused_recipients_are_reported(relay):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True))
+@given(st.from_regex(PLAIN_ADDRESS, fullmatch=True))
 @example("forms@formpost.test")
 @example("first.last+tag@sub.example.co.uk")
 @example("o'brien@example.com")
@@ -180,7 +181,7 @@ def test_plain_addresses_are_quoted_as_smtplib_would(address):
     ],
 )
 def test_only_plain_addresses_skip_smtplib_parsing(relay, address, plain):
-    assert bool(_PLAIN_ADDRESS.match(address)) is plain
+    assert bool(PLAIN_ADDRESS.fullmatch(address)) is plain
     envelope = sample(recipients=(address,))
     envelope = Envelope(address, envelope.recipients, envelope.data, "<1@x.test>")
     if address.isascii():
