@@ -171,6 +171,8 @@ def _count_below(where: Any, limit: Any) -> Any:
     return select(func.count()).select_from(capped).scalar_subquery() < limit
 
 
+# What listings show of a submission: everything but the message bytes.
+_LISTED = [c for c in submissions.c if c.name != "raw"]
 _UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 _PG_LIMIT_LOCK = text("SELECT pg_advisory_xact_lock(7453102)")
 _ROW_COLUMNS = (
@@ -767,8 +769,12 @@ class Ledger:
         """
         now = self.clock.now()
         token = secrets.token_hex(16)
-        params = {"now": now, "lease_until": now + lease, "token": token}
-        params.update(batch=batch)
+        params = {
+            "now": now,
+            "lease_until": now + lease,
+            "token": token,
+            "batch": batch,
+        }
         try:
             with self._driver_transaction() as cursor:
                 cursor.execute(*_driver_args(_claim_statement(), params, self.engine))
@@ -946,12 +952,17 @@ class Ledger:
 
     def rows(self, state: str | None = None, limit: int = 50) -> list[Any]:
         """List submissions, newest first, without their message bytes."""
-        cols = [c for c in submissions.c if c.name != "raw"]
-        query = select(*cols).order_by(submissions.c.id.desc()).limit(limit)
+        query = select(*_LISTED).order_by(submissions.c.id.desc()).limit(limit)
         if state:
             query = query.where(submissions.c.state == state)
         with self._reading() as conn:
             return list(conn.execute(query).all())
+
+    def row(self, receipt: str) -> Any | None:
+        """Return the submission with this receipt (no message bytes), or None."""
+        with self._reading() as conn:
+            query = select(*_LISTED).where(submissions.c.receipt == receipt)
+            return conn.execute(query).one_or_none()
 
     def requeue(self, ids: Iterable[int] | None = None) -> int:
         """Move failed rows (the given ids, or all) back to pending, due now."""

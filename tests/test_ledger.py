@@ -63,6 +63,17 @@ def test_enqueue_commits_a_pending_row(ledger):
     other.dispose()
 
 
+def test_row_finds_a_receipt_however_many_came_after(ledger):
+    first = enqueue(ledger, 0)
+    for n in range(1, 211):
+        enqueue(ledger, n)
+    assert first not in {r.receipt for r in ledger.rows(limit=200)}
+    row = ledger.row(first)
+    assert (row.receipt, row.subject, row.state) == (first, "s0", "pending")
+    assert "raw" not in row._fields
+    assert ledger.row("NONE-SUCH") is None
+
+
 def test_dedupe_key_gives_one_row_and_the_first_receipt(ledger):
     first = enqueue(ledger, 1, dedupe_key="hosted:abc")
     second = enqueue(ledger, 2, dedupe_key="hosted:abc")
