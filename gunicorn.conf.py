@@ -12,10 +12,22 @@ import os
 # each (default 8).
 # Threads rather than more processes: posts that arrive together in one
 # process are committed together, sharing one disk sync (app/ledger.py).
+
+
+def _count(name: str, default: int) -> int:
+    """Read a positive whole number; stop start-up naming the variable if not."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
+workers = _count("WEB_CONCURRENCY", max(2, os.cpu_count() or 1))
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = _count("WEB_THREADS", 8)
 # Requests only validate and commit one row; nothing here waits on SMTP.
 timeout = 30
 graceful_timeout = 20

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from dotenv import dotenv_values
 
 from config import load_config
@@ -145,3 +146,20 @@ def test_gunicorn_settings_follow_the_machine_and_the_proxy_rule():
     assert namespace["forwarded_allow_ips"] == ""  # ProxyFix is the one authority
     assert namespace["secure_scheme_headers"] == {}
     assert "x-request-id" in namespace["access_log_format"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("WEB_THREADS", "eight"), ("WEB_CONCURRENCY", "0")]
+)
+def test_gunicorn_refuses_a_bad_count_naming_it(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit, match=f"{variable} must be a whole number"):
+        exec((ROOT / "gunicorn.conf.py").read_text(), {})  # noqa: S102
+
+
+def test_gunicorn_counts_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("WEB_THREADS", "4")
+    namespace: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
+    assert (namespace["workers"], namespace["threads"]) == (3, 4)
