@@ -27,16 +27,11 @@ from pathlib import Path
 from flask import Flask, jsonify, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from commit_floor import INSERT, row_values  # noqa: E402
 
 from app.ledger import make_engine, migrate  # noqa: E402
-
-COLUMNS = (
-    "receipt, form_id, recipient_alias, mail_from, recipients, subject, "
-    "message_id, raw, dedupe_key, state, attempts, created_at, queued_at, "
-    "next_attempt_at, client_ip"
-)
-INSERT = f"INSERT INTO submissions ({COLUMNS}) VALUES ({', '.join('?' * 15)})"
-RAW = b"x" * 1500  # about the size of the benchmark's composed message
 
 URL = os.environ["DATABASE_URL"]
 POSTGRES = URL.startswith("postgresql")
@@ -76,11 +71,7 @@ def _store_in_postgres(row: tuple) -> None:
 @app.post("/f/default")
 def submit():
     fields = list(request.form.items(multi=True))
-    key = secrets.token_hex(8)
-    now = time.time()
-    row = (key, "default", "sales", "bench@formpost.test", "sales@example.com")
-    row += ("Benchmark", f"<{key}@formpost.test>", RAW, None, "pending", 0)
-    row += (now, now, now, request.remote_addr)
+    row = row_values(secrets.token_hex(8), time.time())
     if POSTGRES:
         _store_in_postgres(row)
         return jsonify(ok=True, id=str(len(fields))), 202

@@ -30,18 +30,13 @@ from pathlib import Path
 from flask import Flask, jsonify, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from commit_floor import INSERT, RAW, row_values  # noqa: E402
 
 from app.ledger import make_engine, migrate  # noqa: E402
 
-INSERT = (
-    "INSERT INTO submissions (receipt, form_id, recipient_alias, mail_from, "
-    "recipients, subject, message_id, raw, state, attempts, created_at, "
-    "queued_at, next_attempt_at, client_ip) VALUES (?, 'default', 'sales', "
-    "'bench@formpost.test', 'sales@example.com', 'Benchmark', ?, ?, 'pending', "
-    "0, ?, ?, ?, ?)"
-)
 HEADER = struct.Struct("!I16sd")  # length of the raw message, receipt, time
-RAW = b"x" * 1500  # about the size of the benchmark's composed message
 
 app = Flask(__name__)
 _local = threading.local()
@@ -100,9 +95,8 @@ def serve(database: str, path: str) -> None:
                 end = HEADER.size + size
                 if len(buffer) < end:
                     break
-                rid = receipt.decode()
                 raw = buffer[HEADER.size : end]
-                rows.append((rid, f"<{rid}@bench>", raw, at, at, at, "127.0.0.1"))
+                rows.append(row_values(receipt.decode(), at, raw))
                 waiting.append(sock)
                 buffer = buffer[end:]
             pending[sock] = buffer
