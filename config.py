@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.errors
 import email.policy
-import ipaddress
 import os
 import re
 import secrets
@@ -19,10 +18,11 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from dotenv import find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
+
+from app.urls import is_loopback, normalize_host, normalize_origin
 
 SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -231,49 +231,18 @@ def parse_recipients(value: str | None) -> dict[str, Recipient]:
 
 def parse_origin(variable: str, value: str) -> str:
     """Normalise an origin such as `https://www.example.com` (scheme, host, port)."""
-    parts = urlsplit(value.strip())
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username
-        or parts.password
-    ):
-        raise ConfigError(
-            f"{variable}: {value!r} is not an origin like https://www.example.com "
-            "(scheme and host, optional port, no path)"
-        )
     try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{variable}: {value!r} has a bad port") from None
-    host = parse_host(variable, parts.hostname)
-    default = {"http": 80, "https": 443}[parts.scheme]
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None and port != default:
-        netloc += f":{port}"
-    return f"{parts.scheme}://{netloc}"
+        return normalize_origin(value)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def parse_host(variable: str, value: str) -> str:
     """Normalise a host name (lower case, IDNA) or IP address."""
-    host = value.strip().lower().rstrip(".")
     try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        pass
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ConfigError(f"{variable}: {value!r} is not a host name") from None
-    labels = ascii_host.split(".")
-    if not all(
-        re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", lb) for lb in labels
-    ):
-        raise ConfigError(f"{variable}: {value!r} is not a host name")
-    return ascii_host
+        return normalize_host(value)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def parse_rate_limit(variable: str, value: str) -> tuple[tuple[int, int], ...]:
@@ -294,16 +263,6 @@ def parse_rate_limit(variable: str, value: str) -> tuple[tuple[int, int], ...]:
         seconds = RATE_UNITS[unit] * int(multiple or 1)
         limits.append((int(count), seconds))
     return tuple(limits)
-
-
-def is_loopback(host: str) -> bool:
-    """Tell whether `host` is a loopback name or address (no DNS lookup)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _checked_address(variable: str, addr: str) -> str:

@@ -5,19 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import NoReturn
 
 from flask import Flask
-from flask_wtf import CSRFProtect
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from config import ConfigError, development_secret, load_config
-
-from . import cli, endpoint, handlers, health, logs, metrics, security, views
-from .clock import SystemClock
-from .formdefs import load_forms
-from .ledger import Ledger, default_url, make_engine, migrate
-from .outbox import OutboxSettings
-from .transport import make_transport
 
 log = logging.getLogger("formpost")
 
@@ -28,18 +18,28 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     `test_config` replaces the process environment (and `.env`) as the source
     of settings, so tests never pick up a developer's real relay.
     """
+    # Imported here, as in flaskr: config.py imports app.urls, so importing
+    # `app` itself must not pull config in.
+    from flask_wtf import CSRFProtect
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from config import ConfigError, development_secret, load_config
+
+    from . import cli, endpoint, handlers, health, hosted, logs, metrics, security
+    from .clock import SystemClock
+    from .errors import StorageError
+    from .formdefs import load_forms
+    from .ledger import Ledger, default_url, make_engine, migrate
+    from .outbox import OutboxSettings
+    from .services import EXTENSION, Services, make_transport
+
     try:
         settings = load_config(test_config)
+        forms = load_forms(settings)
     except ConfigError as exc:
         if test_config is not None:
             raise
-        # Started from a shell, gunicorn or the doctor: say what is wrong, in
-        # the doctor's words, instead of a traceback.
-        raise SystemExit(
-            f"FAIL  configuration  {exc}\n"
-            "      fix: correct it in the environment or in .env "
-            "(see .env.example), then start again"
-        ) from None
+        _stop("configuration", exc, "correct it in the environment or in .env")
     app = Flask(
         __name__,
         instance_path=settings["INSTANCE_PATH"],
@@ -47,8 +47,21 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         static_folder="../static",
     )
     app.config.from_mapping(settings)
-    if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = development_secret(app.instance_path)
+    try:
+        if not app.config["SECRET_KEY"]:
+            app.config["SECRET_KEY"] = development_secret(app.instance_path)
+        if not app.config["DATABASE_URL"]:
+            os.makedirs(app.instance_path, exist_ok=True)
+            app.config["DATABASE_URL"] = default_url(app.instance_path)
+    except OSError as exc:
+        if test_config is not None:
+            raise
+        _stop(
+            "instance",
+            f"cannot write to the instance folder {app.instance_path}: "
+            f"{exc.strerror or exc}",
+            "set INSTANCE_PATH to a folder this user can write to",
+        )
     logs.init_app(app)
     security.init_app(app)
 
@@ -64,18 +77,26 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     # Forms on other sites cannot carry our token; the Origin check and the
     # form's allow-lists protect that endpoint instead.
     csrf.exempt(endpoint.bp)
-    app.extensions["formpost.forms"] = load_forms(app.config)
+    try:
+        engine = make_engine(app.config["DATABASE_URL"])
+        migrate(engine)  # creates the schema on first start, upgrades in place
+    except StorageError as exc:
+        if test_config is not None:
+            raise
+        _stop("database", exc, "check DATABASE_URL and that the database is up")
     transport = make_transport(app.config, app.instance_path)
-    app.extensions["formpost.transport"] = transport
-    app.extensions["formpost.outbox"] = OutboxSettings.from_config(app.config)
-    if not app.config["DATABASE_URL"]:
-        os.makedirs(app.instance_path, exist_ok=True)
-        app.config["DATABASE_URL"] = default_url(app.instance_path)
-    engine = make_engine(app.config["DATABASE_URL"])
-    migrate(engine)  # creates the schema on first start, upgrades in place
-    app.extensions["formpost.ledger"] = Ledger(engine, SystemClock())
+    app.extensions[EXTENSION] = Services(
+        ledger=Ledger(engine, SystemClock()),
+        transport=transport,
+        outbox=OutboxSettings.from_config(app.config),
+        forms=forms,
+        mail_from=app.config["MAIL_FROM"],
+        recipients=app.config["MAIL_RECIPIENTS"],
+        recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
+        backlog_limit=app.config["BACKLOG_LIMIT"],
+    )
 
-    app.register_blueprint(views.bp)
+    app.register_blueprint(hosted.bp)
     app.register_blueprint(endpoint.bp)
     app.register_blueprint(health.bp)
     handlers.init_app(app)
@@ -91,3 +112,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     else:
         log.info("Delivering through %s", transport.describe())
     return app
+
+
+def _stop(check: str, problem: object, fix: str) -> NoReturn:
+    """Stop start-up with one line in the doctor's words instead of a traceback."""
+    raise SystemExit(
+        f"FAIL  {check}  {problem}\n      fix: {fix} (see .env.example), "
+        "then start again"
+    ) from None

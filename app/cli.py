@@ -11,13 +11,13 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .ledger import STATES, Ledger
-from .outbox import Worker
+from .services import services
 
 outbox = AppGroup("outbox", help="Inspect and manage the delivery queue.")
 
 
 def _ledger() -> Ledger:
-    return current_app.extensions["formpost.ledger"]
+    return services().ledger
 
 
 def _age(seconds: float | None) -> str:
@@ -37,19 +37,13 @@ def _age(seconds: float | None) -> str:
 @click.command("worker")
 def worker_command() -> None:
     """Deliver queued messages until SIGTERM or Ctrl-C (then drain and exit)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    niceness = app.config["OUTBOX_NICE"]
+    niceness = current_app.config["OUTBOX_NICE"]
     if niceness:
         # Delivery can wait a moment; a visitor waiting for "sent" cannot. On
         # a machine that also serves the web tier, a burst of posts gets the
         # CPU first and the queue drains in the time left over.
         os.nice(niceness)
-    worker = Worker(
-        ledger=app.extensions["formpost.ledger"],
-        transport=app.extensions["formpost.transport"],
-        settings=app.extensions["formpost.outbox"],
-        clock=app.extensions["formpost.ledger"].clock,
-    )
+    worker = services().worker()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         # Finish the message in flight, release the rest of the batch, exit.

@@ -23,49 +23,26 @@ from email.utils import format_datetime, make_msgid
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, validate_email
 from markupsafe import escape
 
-from .transport import Envelope
+from .message import (
+    ATOM,
+    PLAIN_ADDRESS,
+    Envelope,
+    UnsafeHeaderError,
+    header_text_problem,
+    normalize_newlines,
+)
 
 _TD = "border-bottom: 1px solid #ddd"
 _TH = f"text-align: left; vertical-align: top; {_TD}"
-# Mail readers decode RFC 2047 encoded words, and so does Python's header
-# parser, so a typed "=?utf-8?q?a=0D=0ABcc:_x?=" could turn into a line break
-# and an extra header. Nobody types one by hand: refuse anything like one.
-_ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
-# Unicode categories Cc (C0 controls, DEL, C1 controls), Zl and Zp, exactly.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Both at once: one scan of each value on the request path.
-_UNSAFE = re.compile(f"{_CONTROL.pattern}|{_ENCODED_WORD.pattern}", re.DOTALL)
 # RFC 5322 atoms separated by single spaces: a display name needing no quotes.
 _PLAIN_PHRASE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+( [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 )
 _LINE = 78  # RFC 5322's recommended line length
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_ADDRESS = re.compile(
-    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)"
+    rf"(?P<local>{ATOM}(?:\.{ATOM})*)"
     r"@(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
-# What reply_address returns, and what configuration addresses almost always
-# are: an ASCII dot-atom local part and a host name (fullmatch it). Nothing in
-# it for a parser to reinterpret (smtp.py relies on that too).
-PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
-
-
-class UnsafeHeaderError(ValueError):
-    """Text bound for a header holds line breaks, controls or encoded words."""
-
-
-def header_text_problem(value: str) -> str | None:
-    """Say why `value` must not go into a header, or return None if it is safe.
-
-    Unsafe: any control character (CR, LF, NUL, TAB, C1 ...), the Unicode line
-    and paragraph separators, and RFC 2047 encoded-word syntax.
-    """
-    if _UNSAFE.search(value) is None:
-        return None
-    if _CONTROL.search(value):
-        return "control characters or line breaks"
-    return "an encoded-word sequence (=?...?=)"
 
 
 def reply_address(value: str) -> str:
@@ -197,11 +174,6 @@ def compose(
         data=data,
         message_id=message_id,
     )
-
-
-def normalize_newlines(text: str) -> str:
-    """Turn CRLF and lone CR (as browsers submit) into LF."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _describe_sender(submission: Submission) -> str:

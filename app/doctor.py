@@ -20,10 +20,11 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from sqlalchemy.exc import SQLAlchemyError
 
-from .compose import Submission, compose, new_message_id
-from .ledger import SCHEMA_VERSION, Ledger, StorageError, current_version
+from .accept import Post, accept
+from .errors import StorageError
+from .ledger import SCHEMA_VERSION, current_version
+from .services import EXTENSION, Services
 from .smtp import SMTPSettings
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -89,6 +90,7 @@ class Doctor:
     ) -> None:
         self.app = app
         self.config = app.config
+        self.services: Services = app.extensions[EXTENSION]
         self.timeout = timeout
         self.resolver = resolver
         self.report = Report()
@@ -114,12 +116,12 @@ class Doctor:
     # -- database ----------------------------------------------------------
 
     def check_database(self) -> None:
-        ledger: Ledger = self.app.extensions["formpost.ledger"]
+        ledger = self.services.ledger
         try:
             ledger.ping()
             version = current_version(ledger.engine)
             stats = ledger.stats()
-        except (StorageError, SQLAlchemyError) as exc:
+        except StorageError as exc:
             self.report.add(
                 FAIL,
                 "database",
@@ -538,20 +540,16 @@ class Doctor:
                 f"use one of: {', '.join(recipients)}",
             )
             return
-        mail_from = self.config["MAIL_FROM"]
-        ledger: Ledger = self.app.extensions["formpost.ledger"]
-        message = compose(
-            Submission(
-                recipient=recipients[alias].address,
-                subject="Formpost test message",
+        ledger = self.services.ledger
+        subject = "Formpost test message"
+        receipt = accept(
+            self.services,
+            Post(
+                form_id="doctor",
+                recipient=alias,
+                subject=subject,
                 message="This is a test message sent by `flask --app wsgi doctor`.",
             ),
-            mail_from=mail_from,
-            message_id=new_message_id(mail_from),
-            date=dt.datetime.now(dt.UTC),
-        )
-        receipt = ledger.enqueue(
-            message, form_id="doctor", alias=alias, subject="Formpost test message"
         )
         deadline = time.monotonic() + max(wait, 0.0)
         while True:

@@ -2,23 +2,18 @@
 
 No CSRF token here (the page is not ours); instead the Origin (or Referer)
 must be one of the form's allowed origins. Accepted posts go through the same
-compose and ledger as the hosted form; the workers deliver them.
+accept path as the hosted form (accept.py); the workers deliver them.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Response,
-    current_app,
-    g,
     jsonify,
     redirect,
     render_template,
@@ -26,18 +21,15 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from werkzeug.datastructures import MIMEAccept
-from werkzeug.http import parse_accept_header
 
-from config import ConfigError, parse_origin
-
-from . import metrics
-from .compose import Submission, compose, new_message_id
+from .accept import Post, accept, decoy
+from .answers import wants_json
 from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
-from .ledger import Ledger, Limits, new_receipt
+from .origin import client_ip, origin_allowed, request_origin
 from .redirects import safe_next
+from .services import services
 
 bp = Blueprint("endpoint", __name__, url_prefix="/f")
 log = logging.getLogger("formpost.endpoint")
@@ -47,56 +39,8 @@ RECEIPT_RE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$")
 PREFLIGHT_HEADERS = {"content-type", "accept", "idempotency-key"}
 
 
-def forms() -> dict[str, FormDef]:
-    """Return the forms loaded by create_app."""
-    return current_app.extensions["formpost.forms"]
-
-
-def wants_json() -> bool:
-    """Tell whether the client posted JSON or prefers JSON over HTML."""
-    if request.is_json:
-        return True
-    return _prefers_json(request.headers.get("Accept", ""))
-
-
-@functools.lru_cache(maxsize=256)
-def _prefers_json(accept: str) -> bool:
-    # Clients send a handful of distinct Accept headers (one per browser and
-    # library), so each is parsed once rather than on every post.
-    best = parse_accept_header(accept, MIMEAccept).best_match(
-        ["text/html", "application/json"]
-    )
-    return best == "application/json"
-
-
-def request_origin() -> str | None:
-    """Return the normalised origin of the posting page, from Origin or Referer."""
-    if "formpost_origin" not in g:
-        raw = request.headers.get("Origin")
-        if not raw:
-            referer = urlsplit(request.headers.get("Referer", ""))
-            raw = f"{referer.scheme}://{referer.netloc}" if referer.netloc else ""
-        g.formpost_origin = _normalised_origin(raw) if raw else None
-    return g.formpost_origin
-
-
-@functools.lru_cache(maxsize=512)
-def _normalised_origin(raw: str) -> str | None:
-    try:
-        return parse_origin("Origin", raw)
-    except ConfigError:
-        return None  # "null" (sandboxed frames, file://) and garbage
-
-
-def origin_allowed(form: FormDef, origin: str | None) -> bool:
-    """Allowed: one of the form's origins, or our own."""
-    if origin is None:
-        return False
-    return origin in form.allowed_origins or origin == request.host_url.rstrip("/")
-
-
 def _form_or_404(form_id: str) -> FormDef:
-    form = forms().get(form_id)
+    form = services().forms.get(form_id)
     if form is None:
         raise Rejected(404, {"_form": "There is no form with this address."})
     return form
@@ -156,8 +100,7 @@ def submit(form_id: str) -> ResponseReturnValue:
         raise Rejected(403, {"origin": "This site may not post to this form."})
     dedupe_key = _dedupe_key(form)  # a malformed key: 400 before any work
     pairs = _fields()
-    cfg = current_app.config
-    found = interpret(pairs, form, cfg["MAIL_RECIPIENTS"])
+    found = interpret(pairs, form, services().recipients)
     if found.ignored_cc:
         log.warning(
             "form %s: ignored copies to addresses outside the form: %d",
@@ -166,43 +109,25 @@ def submit(form_id: str) -> ResponseReturnValue:
         )
     if found.honeypot:
         # Answer exactly as for a real post, so a bot learns nothing.
-        log.info("form %s: honeypot filled, nothing stored", form.id)
-        metrics.submission(form.id, "rejected", "honeypot")
-        return _accepted(form, new_receipt(), found.redirect, origin)
+        return _accepted(form, decoy(form.id, "honeypot"), found.redirect, origin)
 
-    recipients = cfg["MAIL_RECIPIENTS"]
-    mail_from = cfg["MAIL_FROM"]
-    subject = form.make_subject(found.subject)[:200]
-    message = compose(
-        Submission(
-            recipient=recipients[found.recipient].address,
-            subject=subject,
+    svc = services()
+    receipt = accept(
+        svc,
+        Post(
+            form_id=form.id,
+            recipient=found.recipient,
+            subject=form.make_subject(found.subject)[:200],
             message=found.message,
             name=found.name,
             email=found.reply_to,
             fields=tuple(found.fields),
-            cc=tuple(recipients[a].address for a in found.cc),
-        ),
-        mail_from=mail_from,
-        message_id=new_message_id(mail_from),
-        date=datetime.now(UTC),
-    )
-    ledger: Ledger = current_app.extensions["formpost.ledger"]
-    receipt = ledger.enqueue(
-        message,
-        form_id=form.id,
-        alias=found.recipient,
-        subject=subject,
-        dedupe_key=dedupe_key,
-        client_ip=request.remote_addr,
-        limits=Limits(
-            rate=form.rate_limit,
-            recipient_daily=cfg["RECIPIENT_DAILY_QUOTA"],
-            backlog=cfg["BACKLOG_LIMIT"],
+            cc=tuple(found.cc),
+            dedupe_key=dedupe_key,
+            client_ip=client_ip(),
+            limits=svc.limits(form.rate_limit),
         ),
     )
-    g.receipt = receipt
-    metrics.submission(form.id, "accepted")
     return _accepted(form, receipt, found.redirect, origin)
 
 
@@ -227,7 +152,7 @@ def _accepted(
 @bp.route("/<form_id>", methods=["OPTIONS"])
 def preflight(form_id: str) -> ResponseReturnValue:
     """Answer a CORS preflight for the form's allowed origins only."""
-    form = forms().get(form_id)
+    form = services().forms.get(form_id)
     origin = request_origin() if request.headers.get("Origin") else None
     if form is None or origin is None or origin not in form.allowed_origins:
         return Response(status=403)
@@ -270,10 +195,10 @@ def cors(response: Response) -> Response:
         response.vary.add("Origin")
     else:
         headers["Vary"] = "Origin"
-    raw = request.headers.get("Origin")
-    origin = request_origin() if raw else None
+    origin = request_origin() if request.headers.get("Origin") else None
     if origin is not None:
-        form = forms().get((request.view_args or {}).get("form_id", ""))
+        form = services().forms.get((request.view_args or {}).get("form_id", ""))
         if form is not None and origin in form.allowed_origins:
-            headers["Access-Control-Allow-Origin"] = raw
+            # The canonical form, which is what browsers compare against.
+            headers["Access-Control-Allow-Origin"] = origin
     return response

@@ -2,8 +2,9 @@
 
 Every transport raises only DeliveryError subclasses; the worker decides what
 an outcome means (retry, dead-letter, alert) by class, never by parsing
-library exceptions. Rejected carries a refused request to handlers.py, the
-one place that turns errors into responses.
+library exceptions. The ledger raises only StorageError. Rejected carries a
+refused request to handlers.py, the one place that turns errors into
+responses.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class ConfigurationError(DeliveryError):
     """
 
     kind = "configuration"
+
+
+class StorageError(Exception):
+    """The ledger could not store or read; the visitor must not be told "sent".
+
+    Every database failure that leaves app/ledger/ is one of these.
+    """
 
 
 class Rejected(Exception):

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import secrets
-import time
 import unicodedata
 from collections.abc import Iterable
 
 from email_validator import EmailNotValidError
+from flask import current_app
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, TimestampSigner
 from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from .compose import header_text_problem, normalize_newlines, reply_address
+from .clock import Clock
+from .compose import reply_address
 from .fieldmap import MAX_NAME, MAX_SUBJECT, MAX_VALUE
+from .message import header_text_problem, normalize_newlines
+from .services import services
 
 TOKEN_MAX_AGE = 7 * 86400
 SUBJECT_MAX = MAX_SUBJECT
@@ -23,26 +26,34 @@ NAME_MAX = MAX_NAME
 EMAIL_MAX = 254
 
 
-def _signer(secret_key: str) -> TimestampSigner:
-    return TimestampSigner(secret_key, salt="formpost.form-token")
+class _ClockSigner(TimestampSigner):
+    """A TimestampSigner that reads the app's clock, so tests can move it."""
+
+    def __init__(self, secret_key: str, clock: Clock) -> None:
+        super().__init__(secret_key, salt="formpost.form-token")
+        self.clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self.clock.now())
 
 
-def new_form_token(secret_key: str) -> str:
+def new_form_token(secret_key: str, clock: Clock) -> str:
     """Return a fresh single-use token for one rendered form, signed with the time."""
-    return _signer(secret_key).sign(secrets.token_urlsafe(18)).decode("ascii")
+    signer = _ClockSigner(secret_key, clock)
+    return signer.sign(secrets.token_urlsafe(18)).decode("ascii")
 
 
-def form_token_age(secret_key: str, token: str | None) -> float | None:
+def form_token_age(secret_key: str, token: str | None, clock: Clock) -> float | None:
     """Return seconds since the form was rendered, or None for a bad token."""
     if not token or len(token) > 100:
         return None
     try:
-        _, signed_at = _signer(secret_key).unsign(
+        _, signed_at = _ClockSigner(secret_key, clock).unsign(
             token, max_age=TOKEN_MAX_AGE, return_timestamp=True
         )
     except BadSignature:
         return None
-    return max(0.0, time.time() - signed_at.timestamp())
+    return max(0.0, clock.now() - signed_at.timestamp())
 
 
 def _strip(value: str | None) -> str | None:
@@ -155,3 +166,17 @@ class ContactForm(FlaskForm):
         # still means that one.
         if len(self.recipient.choices) == 1 and not self.recipient.data:
             self.recipient.data = self.recipient.choices[0][0]
+
+
+def hosted_form() -> ContactForm:
+    """Build the hosted form bound to this request, offering the configured aliases.
+
+    A form rendered fresh gets a new form token, signed with the time now.
+    """
+    form = ContactForm()
+    form.set_recipients(current_app.config["MAIL_RECIPIENTS"])
+    if not form.form_token.data:
+        form.form_token.data = new_form_token(
+            current_app.config["SECRET_KEY"], services().clock
+        )
+    return form

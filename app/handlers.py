@@ -8,18 +8,18 @@ a readable page otherwise; the hosted form gets itself back, input kept.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
-from .endpoint import forms, request_origin, wants_json
-from .errors import Rejected
-from .ledger import LimitExceeded, StorageError
-from .views import contact_form, render_form
+from .answers import HTTP_MESSAGES, error_page, refusal, render_form
+from .errors import Rejected, StorageError
+from .forms import hosted_form
+from .ledger import LimitExceeded
+from .services import services
 
 log = logging.getLogger("formpost.errors")
 
@@ -28,15 +28,6 @@ CSRF_EXPIRED = (
     "This form has expired or was opened in another browser session. "
     "Your text is still here: please send it again."
 )
-HTTP_MESSAGES = {
-    400: "The request could not be understood.",
-    404: "There is no page at this address.",
-    405: "This address does not accept that kind of request.",
-    413: "What you sent is too large. Please shorten your message and try again.",
-    415: "This kind of upload is not supported.",
-}
-
-
 REJECTION_REASONS = {
     400: "malformed",
     403: "origin",
@@ -55,7 +46,7 @@ def _count(reason: str) -> None:
         form = "hosted"
     else:
         form_id = (request.view_args or {}).get("form_id", "")
-        form = form_id if form_id in forms() else "unknown"
+        form = form_id if form_id in services().forms else "unknown"
     metrics.submission(form, "rejected", reason)
 
 
@@ -105,7 +96,7 @@ def init_app(app: Flask) -> None:
         _count(exc.reason)
         message = limit_message(exc)
         if _hosted_form_post():
-            form = contact_form()
+            form = hosted_form()
             form.validate()
             body, status = render_form(form, exc.status, notice=message)
             return body, status, {"Retry-After": str(exc.retry_after)}
@@ -118,7 +109,7 @@ def init_app(app: Flask) -> None:
         log.error("submission not stored: %s", exc)
         _count("storage")
         if _hosted_form_post():
-            form = contact_form()
+            form = hosted_form()
             form.validate()  # re-attach normalised values; the input was valid
             return render_form(form, 503, notice=SEND_FAILED)
         return refusal(503, {"_form": SEND_FAILED})
@@ -129,8 +120,8 @@ def init_app(app: Flask) -> None:
         _count("csrf")
         if _hosted_form_post():
             # A fresh form carries a fresh token; the visitor's text is kept.
-            return render_form(contact_form(), 400, notice=CSRF_EXPIRED)
-        return _error_page(exc.code or 400, exc.name)
+            return render_form(hosted_form(), 400, notice=CSRF_EXPIRED)
+        return error_page(exc.code or 400, exc.name)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -140,53 +131,4 @@ def init_app(app: Flask) -> None:
         message = HTTP_MESSAGES.get(code, exc.description or "Something went wrong.")
         if _endpoint() or request.path.startswith("/f/"):
             return refusal(code, {"_form": message})
-        return _error_page(code, exc.name, message)
-
-
-def refusal(
-    status: int, errors: dict[str, str], retry_after: int | None = None
-) -> ResponseReturnValue:
-    """Answer a refused cross-site post: JSON, or a page with a link back."""
-    headers = {"Retry-After": str(retry_after)} if retry_after else {}
-    if wants_json():
-        return jsonify(ok=False, errors=errors), status, headers
-    title = {
-        403: "Not allowed",
-        404: "Form not found",
-        413: "Too large",
-        415: "Unsupported upload",
-        429: "Please slow down",
-        503: "Please try again later",
-    }.get(status, "Please check the form")
-    body = render_template(
-        "error.html",
-        code=status,
-        title=title,
-        message=None,
-        errors=errors,
-        back=_back_link(),
-    )
-    return body, status, headers
-
-
-def _back_link() -> str | None:
-    """The posting page, when it is on one of the form's allowed origins."""
-    form = forms().get((request.view_args or {}).get("form_id", ""))
-    origin = request_origin()
-    if form is None or origin is None or origin not in form.allowed_origins:
-        return None
-    referer = request.headers.get("Referer", "")
-    parts = urlsplit(referer)
-    if referer and f"{parts.scheme}://{parts.netloc}" == origin:
-        return referer
-    return origin + "/"
-
-
-def _error_page(
-    code: int, title: str, message: str | None = None
-) -> ResponseReturnValue:
-    message = message or HTTP_MESSAGES.get(code, "Something went wrong.")
-    return (
-        render_template("error.html", code=code, title=title, message=message),
-        code,
-    )
+        return error_page(code, exc.name, message)

@@ -6,7 +6,7 @@ import mailbox
 import os
 
 from .errors import TransientError
-from .transport import Envelope, SendResult
+from .message import Envelope, SendResult
 
 
 def default_maildir(instance_path: str) -> str:

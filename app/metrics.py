@@ -4,24 +4,22 @@ Counters live in prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DI
 by default `<instance>/metrics`), so every gunicorn worker and every delivery
 worker on the machine adds to the same totals. The backlog is read from the
 ledger at scrape time, so it is right across machines too. The endpoint wants
-`Authorization: Bearer <METRICS_TOKEN>`.
+`Authorization: Bearer <METRICS_TOKEN>`; health.py serves it. This module
+imports nothing of ours: the request path and the workers count through it.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
-
-bp = Blueprint("metrics", __name__)
+from flask import Flask
 
 _metrics: dict[str, Any] = {}
 
 
 def init_app(app: Flask) -> None:
-    """Set up the counters (once per process) and the endpoint, when enabled."""
+    """Set up the counters (once per process), when enabled."""
     if not app.config["METRICS_TOKEN"]:
         return
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -48,7 +46,6 @@ def init_app(app: Flask) -> None:
             "Time from submission to the relay's acceptance.",
             buckets=(1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 432000),
         )
-    app.register_blueprint(bp)
 
 
 def submission(form: str, outcome: str, reason: str = "") -> None:
@@ -65,46 +62,3 @@ def delivery(outcome: str, latency: float | None = None) -> None:
         counter.labels(outcome=outcome).inc()
         if latency is not None:
             _metrics["latency"].observe(max(0.0, latency))
-
-
-@bp.get("/metrics")
-def scrape() -> Response:
-    """Serve the metrics to a scraper that knows the token."""
-    token = current_app.config["METRICS_TOKEN"]
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        return Response(
-            "metrics need the bearer token\n",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            mimetype="text/plain",
-        )
-    from prometheus_client import (
-        CONTENT_TYPE_LATEST,
-        CollectorRegistry,
-        generate_latest,
-        multiprocess,
-    )
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    body = generate_latest(registry) + _backlog_lines()
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
-
-
-def _backlog_lines() -> bytes:
-    """Backlog gauges, read from the ledger (true across all machines)."""
-    stats = current_app.extensions["formpost.ledger"].stats()
-    oldest = stats.oldest_pending_age or 0.0
-    lines = [
-        "# HELP formpost_backlog Messages not yet delivered (pending or sending).",
-        "# TYPE formpost_backlog gauge",
-        f"formpost_backlog {stats.backlog}",
-        "# HELP formpost_backlog_oldest_seconds Age of the oldest undelivered message.",
-        "# TYPE formpost_backlog_oldest_seconds gauge",
-        f"formpost_backlog_oldest_seconds {oldest:.3f}",
-        "# HELP formpost_failed Messages in the failed state (dead letters).",
-        "# TYPE formpost_failed gauge",
-        f"formpost_failed {stats.counts['failed']}",
-    ]
-    return ("\n".join(lines) + "\n").encode()

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from urllib.parse import urlsplit, urlunsplit
 
-from config import ConfigError, parse_host
-
-from .compose import header_text_problem
+from .message import header_text_problem
+from .urls import normalize_host
 
 
 def safe_next(value: str, origin: str | None, hosts: Collection[str]) -> str | None:
@@ -39,9 +38,9 @@ def safe_next(value: str, origin: str | None, hosts: Collection[str]) -> str | N
     if parts.username is not None or parts.password is not None:
         return None
     try:
-        host = parse_host("_next", parts.hostname or "")
+        host = normalize_host(parts.hostname or "")
         port = parts.port
-    except (ConfigError, ValueError):
+    except ValueError:
         return None
     if host not in hosts:
         return None

@@ -13,7 +13,8 @@ import dataclasses
 
 import dkim
 
-from .transport import Envelope, SendResult, Session, Transport
+from .message import Envelope, SendResult
+from .transport import Session, Transport
 
 SIGNED_HEADERS = (
     b"From",

@@ -10,16 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from config import is_loopback
-
-from .compose import PLAIN_ADDRESS
 from .errors import (
     ConfigurationError,
     DeliveryError,
     PermanentError,
     TransientError,
 )
-from .transport import Envelope, SendResult
+from .message import PLAIN_ADDRESS, Envelope, SendResult
+from .urls import is_loopback
 
 
 class _DeadlineMixin:

@@ -1,27 +1,13 @@
-"""What every delivery backend offers, and how the app picks one."""
+"""What every delivery backend offers (SMTP relay, local Maildir, DKIM wrapper).
+
+services.py picks one from the configuration; the worker only knows these.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Envelope:
-    """A composed message ready to hand over: SMTP envelope plus exact bytes."""
-
-    mail_from: str
-    recipients: tuple[str, ...]
-    data: bytes
-    message_id: str
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What the relay accepted: `refused` maps addresses to (code, reply)."""
-
-    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+from .message import Envelope, SendResult
 
 
 class Session(Protocol):
@@ -59,28 +45,3 @@ def send_one(transport: Transport, envelope: Envelope) -> SendResult:
         return session.send(envelope)
     finally:
         session.close()
-
-
-def make_transport(config: Mapping[str, Any], instance_path: str) -> Transport:
-    """Build the SMTP transport, or the Maildir one when no SMTP_HOST is set.
-
-    With DKIM configured, every message is signed on its way out.
-    """
-    transport: Transport
-    if config.get("SMTP_HOST"):
-        from .smtp import SMTPSettings, SMTPTransport
-
-        transport = SMTPTransport(SMTPSettings.from_config(config))
-    else:
-        from .maildir import MaildirTransport, default_maildir
-
-        path = config.get("MAILDIR_PATH") or default_maildir(instance_path)
-        transport = MaildirTransport(path)
-    if config.get("DKIM_DOMAIN"):
-        from .signing import Signer, SigningTransport
-
-        signer = Signer(
-            config["DKIM_DOMAIN"], config["DKIM_SELECTOR"], config["DKIM_PRIVATE_KEY"]
-        )
-        transport = SigningTransport(transport, signer)
-    return transport

@@ -105,7 +105,7 @@ def main() -> None:
         # The same settings as bench/run.py's gunicorn; no log file to write.
         os.environ.update(base_env(Path(tmp), 2525, LOG_LEVEL="WARNING"))
         formpost = create_app()
-        ledger = formpost.extensions["formpost.ledger"]
+        ledger = formpost.extensions["formpost"].ledger
         print(f"{'request path, one process':<34}{'threads':>8}{'CPU µs/req':>12}")
 
         def show(label: str, threads: int, cpu: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -12,10 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.ledger import Ledger
-from app.outbox import Worker
 
-from .fakeclock import FakeClock
+from .helpers import PG_URL, postgres_or_skip
 from .relay import PKI, Relay
 
 
@@ -64,29 +61,13 @@ def relay(make_relay: Callable[..., Relay]) -> Relay:
     return make_relay()
 
 
-PG_URL = os.environ.get(
-    "FORMPOST_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_or_skip() -> None:
-    import psycopg
-
-    try:
-        psycopg.connect(
-            PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
-        ).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}".strip())
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A fresh, empty ledger database: a SQLite file, or a PostgreSQL schema."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.db"
         return
-    _postgres_or_skip()
+    postgres_or_skip()
     import psycopg
 
     schema = f"formpost_test_{uuid.uuid4().hex[:12]}"
@@ -133,61 +114,3 @@ def app_on_db(make_app: Callable[..., Flask], relay: Relay, database_url: str) -
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
-FORM_TOKEN_RE = re.compile(r'name="form_token" type="hidden" value="([^"]+)"')
-
-
-def csrf_token(client: FlaskClient, path: str = "/") -> str:
-    """GET the form like a browser and return the CSRF token it carries."""
-    page = client.get(path).get_data(as_text=True)
-    match = CSRF_RE.search(page)
-    if match is None:
-        raise AssertionError("form has no CSRF token")
-    return match.group(1)
-
-
-def ledger_of(app: Flask) -> Ledger:
-    """The app's ledger, as create_app built it."""
-    return app.extensions["formpost.ledger"]
-
-
-def use_fake_clock(app: Flask) -> FakeClock:
-    """Give the app's ledger (and so its workers) a clock the test moves."""
-    clock = FakeClock()
-    ledger_of(app).clock = clock
-    return clock
-
-
-def deliver(app: Flask, clock=None) -> int:
-    """Run a worker over the app's queue until nothing is due; return rows tried."""
-    ledger = app.extensions["formpost.ledger"]
-    worker = Worker(
-        ledger=ledger,
-        transport=app.extensions["formpost.transport"],
-        settings=app.extensions["formpost.outbox"],
-        clock=clock or ledger.clock,
-    )
-    total = 0
-    while count := worker.run_once():
-        total += count
-    return total
-
-
-def post_form(client: FlaskClient, token: str | None = None, **fields: str):
-    """POST the hosted form with a valid token unless one is given."""
-    data = {
-        "recipient": "sales",
-        "name": "Ada Lovelace",
-        "email": "ada@example.net",
-        "subject": "Hello",
-        "message": "A question about engines.",
-    }
-    page = client.get("/").get_data(as_text=True)
-    data["csrf_token"] = CSRF_RE.search(page).group(1)
-    data["form_token"] = FORM_TOKEN_RE.search(page).group(1)
-    data.update(fields)
-    if token is not None:
-        data["csrf_token"] = token
-    return client.post("/", data=data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PG_URL, _postgres_or_skip
+from .helpers import PG_URL, postgres_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_ceiling_smoke_run_measures_every_endpoint():
     expected = {"bare", "bare_commit", "committer", "formpost"}
     args = ["--smoke"]
     try:
-        _postgres_or_skip()
+        postgres_or_skip()
     except pytest.skip.Exception:
         pass  # the SQLite points still run; only the PostgreSQL one is left out
     else:

@@ -31,7 +31,7 @@ from .chromium import (
     serve_wsgi,
     text_body,
 )
-from .conftest import deliver
+from .helpers import deliver
 from .relay import Relay
 
 pytestmark = pytest.mark.browser
@@ -126,7 +126,7 @@ def test_fill_and_submit_reaches_relay(
     page.screenshot(path=artifacts / "thanks.png", full_page=True)
 
     # Stored before the thanks, sent only by the worker.
-    (row,) = live_app.extensions["formpost.ledger"].rows()
+    (row,) = live_app.extensions["formpost"].ledger.rows()
     expect(page.locator(".receipt")).to_contain_text(row.receipt)
     assert relay.received == []
     assert deliver(live_app) == 1
@@ -164,7 +164,7 @@ def test_empty_subject_shows_error_and_keeps_text(
     expect(page.get_by_label("Recipient")).to_have_value("support")
     page.screenshot(path=artifacts / "form-errors.png", full_page=True)
 
-    assert live_app.extensions["formpost.ledger"].rows() == []
+    assert live_app.extensions["formpost"].ledger.rows() == []
     assert deliver(live_app) == 0
     assert relay.received == []
 

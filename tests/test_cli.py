@@ -21,7 +21,7 @@ from flask import Flask
 
 from app.compose import Submission, compose, new_message_id
 
-from .conftest import deliver, ledger_of, post_form, use_fake_clock
+from .helpers import deliver, ledger_of, post_form, use_fake_clock
 from .relay import Relay
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from app.compose import (
     normalize_newlines,
     reply_address,
 )
-from app.transport import Envelope
+from app.message import Envelope
 
 MAIL_FROM = Address("Contact form", addr_spec="forms@example.com")
 RECIPIENT = Address(addr_spec="sales@example.com")

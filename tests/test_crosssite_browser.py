@@ -28,7 +28,7 @@ from .chromium import (
     serve_wsgi,
     text_body,
 )
-from .conftest import deliver
+from .helpers import deliver
 from .relay import Relay
 
 pytestmark = pytest.mark.browser
@@ -191,7 +191,7 @@ class Setup:
             (site.root / name).write_text(page, encoding="utf-8")
 
     def rows(self) -> list:
-        return self.app.extensions["formpost.ledger"].rows()
+        return self.app.extensions["formpost"].ledger.rows()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from flask import Flask
 from app.doctor import FAIL, PASS, SKIP, WARN, Check, Doctor, Report, provider_hint
 from app.ledger import SCHEMA_VERSION
 
-from .conftest import deliver, post_form
 from .dns_server import (
     LocalDNS,
     free_udp_port,
@@ -37,6 +36,7 @@ from .dns_server import (
     txt_record,
 )
 from .fakeclock import FakeClock
+from .helpers import deliver, post_form
 from .processes import REPO, flask_cmd, server_env, start, stop, wait_until
 from .relay import PASSWORD, PKI, Relay, free_port
 
@@ -604,7 +604,7 @@ def db_app(make_app, database_url) -> Iterator[Flask]:
     """A development-mode app on SQLite and on PostgreSQL; its pool closed after."""
     app = make_app({"DATABASE_URL": database_url})
     yield app
-    app.extensions["formpost.ledger"].engine.dispose()
+    app.extensions["formpost"].ledger.engine.dispose()
 
 
 def test_database_unreachable(make_app, tmp_path, local_dns):
@@ -614,7 +614,7 @@ def test_database_unreachable(make_app, tmp_path, local_dns):
     for leftover in tmp_path.glob("ledger.db*"):
         leftover.unlink()
     path.mkdir()  # a directory where the database file was
-    app.extensions["formpost.ledger"].engine.dispose()
+    app.extensions["formpost"].ledger.engine.dispose()
 
     report = run_doctor(app, local_dns.resolver())
 
@@ -636,7 +636,7 @@ def test_database_unreachable(make_app, tmp_path, local_dns):
 )
 def test_schema_older_than_the_code(db_app, local_dns, statement, version):
     app = db_app
-    engine = app.extensions["formpost.ledger"].engine
+    engine = app.extensions["formpost"].ledger.engine
     with engine.begin() as conn:
         conn.exec_driver_sql(statement)
 
@@ -651,7 +651,7 @@ def test_schema_older_than_the_code(db_app, local_dns, statement, version):
 
 def test_schema_newer_than_the_code(make_app, tmp_path, local_dns):
     app = make_app({"DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db"})
-    engine = app.extensions["formpost.ledger"].engine
+    engine = app.extensions["formpost"].ledger.engine
     with engine.begin() as conn:
         conn.exec_driver_sql(
             f"UPDATE formpost_schema SET version = {SCHEMA_VERSION + 1}"
@@ -665,7 +665,7 @@ def test_schema_newer_than_the_code(make_app, tmp_path, local_dns):
 def test_old_backlog_warns(db_app, local_dns):
     app = db_app
     clock = FakeClock()
-    app.extensions["formpost.ledger"].clock = clock
+    app.extensions["formpost"].ledger.clock = clock
     assert post_form(app.test_client(), recipient="demo").status_code == 303
 
     clock.advance(3599)
@@ -814,7 +814,7 @@ def test_send_test_with_a_worker(relay, make_app, local_dns):
 
     (sent,) = doctor.report.checks
     assert (sent.name, sent.status) == ("send test", PASS)
-    (row,) = app.extensions["formpost.ledger"].rows()
+    (row,) = app.extensions["formpost"].ledger.rows()
     assert (row.form_id, row.recipient_alias, row.state) == ("doctor", "sales", "sent")
     assert sent.detail.startswith(f"receipt {row.receipt}: 250")
     (got,) = relay.received
@@ -835,7 +835,7 @@ def test_send_test_without_a_worker(relay, make_app, local_dns):
     assert re.fullmatch(r"receipt \S+ still pending after 1 s", sent.detail)
     assert_fix(sent, "worker")
     assert relay.received == []
-    (row,) = app.extensions["formpost.ledger"].rows()
+    (row,) = app.extensions["formpost"].ledger.rows()
     assert row.state == "pending"  # queued: a worker started later sends it
 
 
@@ -862,7 +862,7 @@ def test_send_test_to_an_unknown_alias(relay, make_app, local_dns):
     assert sent.status == FAIL
     assert "'nobody'" in sent.detail
     assert_fix(sent, "sales", "support")
-    assert app.extensions["formpost.ledger"].rows() == []  # nothing queued
+    assert app.extensions["formpost"].ledger.rows() == []  # nothing queued
 
 
 def test_send_test_with_no_wait(relay, make_app, local_dns):

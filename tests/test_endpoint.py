@@ -19,7 +19,7 @@ from flask import Flask, url_for
 from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 
-from .conftest import CSRF_RE, FORM_TOKEN_RE, deliver, post_form
+from .helpers import CSRF_RE, FORM_TOKEN_RE, deliver, post_form
 from .relay import Relay
 
 SITE = "https://www.example.com"
@@ -69,7 +69,7 @@ def post_json(client: FlaskClient, fields: dict[str, Any], **kwargs: Any):
 
 
 def rows(app: Flask) -> list[Any]:
-    return app.extensions["formpost.ledger"].rows()
+    return app.extensions["formpost"].ledger.rows()
 
 
 def delivered(app: Flask, relay: Relay) -> list[Any]:

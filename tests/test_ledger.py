@@ -18,9 +18,12 @@ from app.ledger import (
     migrate,
     new_receipt,
 )
-from app.transport import Envelope
+from app.ledger import queue as queue_module
+from app.ledger import schema as schema_module
+from app.message import Envelope
 
 from .fakeclock import FakeClock
+from .helpers import mark_failed, mark_retry, mark_sent
 
 
 def envelope(n: int = 0) -> Envelope:
@@ -157,7 +160,7 @@ def test_receipts_are_short_and_unambiguous():
         assert len(r) == 9 and r[4] == "-"
         assert not set(r) & set("01OI")
     # Every letter of the alphabet turns up: none is starved by the mapping.
-    assert set("".join(receipts)) - {"-"} == set(ledger_module.RECEIPT_ALPHABET)
+    assert set("".join(receipts)) - {"-"} == set(queue_module.RECEIPT_ALPHABET)
 
 
 def test_claim_takes_due_rows_once_under_a_lease(ledger, clock):
@@ -182,8 +185,8 @@ def test_expired_lease_makes_the_row_claimable_again(ledger, clock):
     (again,) = ledger.claim(batch=1, lease=60)
     assert again.id == held.id and again.attempts == 2
     # The first worker lost the lease: its outcome is not recorded.
-    assert ledger.mark_sent(held) is False
-    assert ledger.mark_sent(again) is True
+    assert mark_sent(ledger, held) is False
+    assert mark_sent(ledger, again) is True
     assert ledger.rows()[0].state == "sent"
 
 
@@ -199,7 +202,7 @@ def test_extend_keeps_the_lease(ledger, clock):
 def test_retry_is_due_only_after_its_delay(ledger, clock):
     enqueue(ledger)
     (row,) = ledger.claim(batch=1, lease=60)
-    ledger.mark_retry(row, "transient", "451 try later", delay=120)
+    mark_retry(ledger, row, "transient", "451 try later", delay=120)
     clock.advance(119)
     assert ledger.claim(batch=1, lease=60) == []
     clock.advance(1)
@@ -219,7 +222,7 @@ def test_failed_rows_are_kept_and_requeued(ledger, clock):
     enqueue(ledger, 1)
     enqueue(ledger, 2)
     for row in ledger.claim(batch=2, lease=60):
-        ledger.mark_failed(row, "permanent", "550 5.1.1 No such user")
+        mark_failed(ledger, row, "permanent", "550 5.1.1 No such user")
     assert ledger.stats().counts["failed"] == 2
     assert ledger.requeue([ledger.rows()[0].id]) == 1
     assert ledger.requeue(None) == 1
@@ -230,8 +233,8 @@ def test_purge_deletes_only_old_sent_rows(ledger, clock):
     for n in range(3):
         enqueue(ledger, n)
     rows = ledger.claim(batch=3, lease=60)
-    ledger.mark_sent(rows[0])
-    ledger.mark_failed(rows[1], "permanent", "550")
+    mark_sent(ledger, rows[0])
+    mark_failed(ledger, rows[1], "permanent", "550")
     clock.advance(10 * 86400)
     assert ledger.purge_sent(older_than=30 * 86400) == 0
     assert ledger.purge_sent(older_than=7 * 86400) == 1
@@ -264,7 +267,7 @@ def test_workers_recording_the_relay_together_never_collide(ledger, error_kind):
     try:
         for _ in range(15):
             with ledger.engine.begin() as conn:
-                conn.execute(ledger_module.relay_health.delete())
+                conn.execute(schema_module.relay_health.delete())
             start = threading.Barrier(len(ledgers))
 
             def record(one: Ledger, start: threading.Barrier = start) -> None:
@@ -328,7 +331,7 @@ def test_schema_is_created_once_and_matches_the_code(database_url):
     assert migrate(engine) == SCHEMA_VERSION
     assert migrate(engine) == SCHEMA_VERSION  # idempotent
     insp = inspect(engine)
-    for table in (ledger_module.submissions, ledger_module.relay_health):
+    for table in (schema_module.submissions, schema_module.relay_health):
         in_db = {c["name"] for c in insp.get_columns(table.name)}
         assert in_db == {c.name for c in table.columns}, table.name
     engine.dispose()
@@ -338,8 +341,8 @@ def test_upgrade_from_version_1_keeps_every_row(database_url, monkeypatch):
     """A database made by the first release is upgraded in place on start."""
     engine = make_engine(database_url)
     with monkeypatch.context() as m:
-        m.setattr(ledger_module, "MIGRATIONS", ledger_module.MIGRATIONS[:1])
-        m.setattr(ledger_module, "SCHEMA_VERSION", 1)
+        m.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+        m.setattr(schema_module, "SCHEMA_VERSION", 1)
         assert migrate(engine) == 1
     columns = {c["name"] for c in inspect(engine).get_columns("submissions")}
     assert "client_ip" not in columns
@@ -370,8 +373,8 @@ def test_upgrade_from_version_1_keeps_every_row(database_url, monkeypatch):
 def test_newer_schema_than_the_code_refuses_to_start(database_url, monkeypatch):
     engine = make_engine(database_url)
     migrate(engine)
-    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION - 1)
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", ledger_module.MIGRATIONS[:-1])
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION - 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:-1])
     with pytest.raises(StorageError, match="newer"):
         migrate(engine)
     engine.dispose()
@@ -404,5 +407,5 @@ def test_backlog_cap_and_a_repeat_at_the_limit_gets_its_receipt(ledger):
         enqueue(ledger, 3, limits=limits)
     assert (full.value.reason, full.value.status) == ("backlog", 503)
     for row in ledger.claim(batch=5, lease=60):
-        ledger.mark_sent(row)
+        mark_sent(ledger, row)
     enqueue(ledger, 4, limits=limits)  # room again once delivered

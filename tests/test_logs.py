@@ -15,7 +15,7 @@ import pytest
 
 from app.logs import JSONFormatter, TextFormatter, _RequestContext
 
-from .conftest import deliver, post_form
+from .helpers import deliver, post_form
 from .relay import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def test_a_request_line_and_a_delivery_line_carry_the_ids(make_app, relay, json_
     deliver(app)
     lines = json_lines()
     (post_line,) = [x for x in lines if x.get("method") == "POST"]
-    (row,) = app.extensions["formpost.ledger"].rows()
+    (row,) = app.extensions["formpost"].ledger.rows()
     assert post_line["request_id"] == request_id
     assert post_line["status"] == 303 and post_line["path"] == "/"
     assert post_line["receipt"] == row.receipt

@@ -8,9 +8,10 @@ import os
 from email import message_from_bytes, policy
 
 from app.maildir import MaildirTransport
-from app.transport import Envelope, send_one
+from app.message import Envelope
+from app.transport import send_one
 
-from .conftest import deliver, post_form
+from .helpers import deliver, post_form
 
 
 def test_without_smtp_host_messages_land_in_the_instance_maildir(make_app, caplog):

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import deliver, post_form
+from .helpers import deliver, post_form
 from .processes import (
     gunicorn_and_worker,
     hold_worker,

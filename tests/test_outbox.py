@@ -17,8 +17,8 @@ from app.outbox import (
     retry_delay,
 )
 
-from .conftest import post_form
 from .fakeclock import FakeClock
+from .helpers import post_form
 
 
 @pytest.fixture
@@ -31,12 +31,12 @@ def make_worker(clock):
     """Build a Worker over an app's ledger and transport, on the fake clock."""
 
     def factory(app, rand=lambda: 0.5, **settings) -> Worker:
-        ledger = app.extensions["formpost.ledger"]
+        ledger = app.extensions["formpost"].ledger
         ledger.clock = clock
-        base = app.extensions["formpost.outbox"]
+        base = app.extensions["formpost"].outbox
         return Worker(
             ledger=ledger,
-            transport=app.extensions["formpost.transport"],
+            transport=app.extensions["formpost"].transport,
             settings=OutboxSettings(**{**base.__dict__, **settings}),
             clock=clock,
             rand=rand,
@@ -46,7 +46,7 @@ def make_worker(clock):
 
 
 def rows(app):
-    return app.extensions["formpost.ledger"].rows()
+    return app.extensions["formpost"].ledger.rows()
 
 
 def submit(app, **fields) -> None:
@@ -247,13 +247,13 @@ class _HeldLedger:
 def claimed_outcomes(app, n: int):
     for i in range(n):
         submit(app, subject=f"n{i}")
-    ledger = app.extensions["formpost.ledger"]
+    ledger = app.extensions["formpost"].ledger
     return [ledger.sent(row) for row in ledger.claim(n, lease=300)]
 
 
 def test_recorder_commits_queued_outcomes_together(app_on_db):
     outcomes = claimed_outcomes(app_on_db, RECORD_BATCH + 9)
-    held = _HeldLedger(app_on_db.extensions["formpost.ledger"])
+    held = _HeldLedger(app_on_db.extensions["formpost"].ledger)
     recorder = _Recorder(held)  # type: ignore[arg-type]
     recorder.put(outcomes[0])
     assert held.waiting.wait(10)
@@ -267,7 +267,7 @@ def test_recorder_commits_queued_outcomes_together(app_on_db):
 
 def test_flush_commits_at_once_what_was_gathered(app_on_db):
     outcomes = claimed_outcomes(app_on_db, 8)
-    held = _HeldLedger(app_on_db.extensions["formpost.ledger"])
+    held = _HeldLedger(app_on_db.extensions["formpost"].ledger)
     recorder = _Recorder(held)  # type: ignore[arg-type]
     recorder.put(outcomes[0])
     assert held.waiting.wait(10)
@@ -291,7 +291,7 @@ def test_delivery_is_logged_once_its_outcome_is_committed(
     app_on_db, relay, make_worker
 ):
     submit(app_on_db, subject="n0")
-    ledger = app_on_db.extensions["formpost.ledger"]
+    ledger = app_on_db.extensions["formpost"].ledger
     states_when_logged = []
 
     class Spy(logging.Handler):

@@ -13,7 +13,7 @@ import os
 import pytest
 from flask import Flask
 
-from .conftest import PG_URL, deliver, ledger_of, post_form, use_fake_clock
+from .helpers import PG_URL, deliver, ledger_of, post_form, use_fake_clock
 from .relay import PASSWORD
 
 WRONG_PASSWORD = "not-the-Relay-Passw0rd-7f3a"

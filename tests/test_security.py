@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import post_form
+from .helpers import post_form
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 
 from config import ConfigError, load_config
 
-from .conftest import deliver, post_form
 from .dns_server import LocalDNS, key_pair, start_dns, txt_record
+from .helpers import deliver, post_form
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_delivered_message_carries_a_valid_signature(
     assert "d=formpost.test" in header and "s=mail" in header
     assert "c=relaxed/simple" in header
     # The stored message is unchanged; the signature is made at send time.
-    (row,) = app.extensions["formpost.ledger"].rows()
+    (row,) = app.extensions["formpost"].ledger.rows()
     assert row.state == "sent"
 
 

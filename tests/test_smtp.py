@@ -10,10 +10,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.compose import PLAIN_ADDRESS
 from app.errors import ConfigurationError, PermanentError, TransientError
+from app.message import PLAIN_ADDRESS, Envelope
 from app.smtp import SMTPSettings, SMTPTransport
-from app.transport import Envelope, send_one
+from app.transport import send_one
 
 from .relay import PASSWORD, USERNAME, free_port
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from .conftest import csrf_token, deliver, post_form
+from .helpers import csrf_token, deliver, post_form
 
 ONE_RECIPIENT = {"MAIL_RECIPIENTS": "team=team@example.com"}
 
@@ -71,7 +71,7 @@ def test_valid_post_is_stored_redirected_303_then_delivered(app, client, relay):
     assert thanks.status_code == 200
     page = thanks.get_data(as_text=True)
     assert "Thank you" in page
-    (row,) = app.extensions["formpost.ledger"].rows()
+    (row,) = app.extensions["formpost"].ledger.rows()
     assert row.state == "sent" and row.message_id == msg["Message-ID"]
     assert f"<strong>{row.receipt}</strong>" in page
 
@@ -134,7 +134,7 @@ def test_bad_input_is_400_with_input_kept_and_nothing_sent(
     assert 'aria-invalid="true"' in page
     if field != "message":
         assert "My text, kept" in page  # the visitor's input survives
-    assert app.extensions["formpost.ledger"].rows() == []  # nothing stored
+    assert app.extensions["formpost"].ledger.rows() == []  # nothing stored
     deliver(app)
     assert relay.received == []
 
@@ -184,7 +184,7 @@ def test_relay_down_at_submit_still_thanks_the_visitor(make_app, relay):
 
 def test_failing_commit_is_503_with_input_kept_and_nothing_sent(app, client, relay):
     """A real failure inside the database (a trigger aborts the INSERT)."""
-    engine = app.extensions["formpost.ledger"].engine
+    engine = app.extensions["formpost"].ledger.engine
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse BEFORE INSERT ON submissions "
@@ -196,7 +196,7 @@ def test_failing_commit_is_503_with_input_kept_and_nothing_sent(app, client, rel
     assert "could not be sent" in page
     assert "Do not lose me" in page and 'value="Urgent"' in page
     assert "disk full" not in page
-    assert app.extensions["formpost.ledger"].rows() == []
+    assert app.extensions["formpost"].ledger.rows() == []
     assert deliver(app) == 0
     assert relay.received == []
 
@@ -219,7 +219,7 @@ def test_double_post_of_one_rendered_form_is_one_submission(app, client, relay):
     second_receipt = client.get("/thanks").get_data(as_text=True)
     assert first.status_code == second.status_code == 303
     assert first_receipt == second_receipt  # the same receipt both times
-    assert len(app.extensions["formpost.ledger"].rows()) == 1
+    assert len(app.extensions["formpost"].ledger.rows()) == 1
     deliver(app)
     assert len(relay.received) == 1
 

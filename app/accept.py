@@ -1,0 +1,96 @@
+"""The one accept path. Every way in ends here: parse, accept, respond.
+
+The hosted form, `/f/<form>` and the doctor's send test each parse their
+input into a `Post`, then call `accept()`, which composes the message,
+checks the limits, stores it durably and counts and logs it; or `decoy()`,
+for a post that is answered like success and never stored (the honeypot).
+A new gate (a spam verdict, attachments, more channels) is added here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import g, has_request_context
+
+from . import metrics
+from .compose import Submission, compose, new_message_id
+from .ledger import Limits, new_receipt
+from .services import Services
+
+log = logging.getLogger("formpost.accept")
+
+
+@dataclass(frozen=True)
+class Post:
+    """A parsed, validated submission, and where it may go.
+
+    `recipient` and `cc` are aliases from the configuration, never addresses
+    a visitor typed. `limits` None means no visitor sent it (the doctor's
+    test), so no rate, quota or backlog applies.
+    """
+
+    form_id: str
+    recipient: str
+    subject: str
+    message: str = ""
+    name: str = ""
+    email: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+    cc: tuple[str, ...] = ()
+    dedupe_key: str | None = None
+    client_ip: str | None = None
+    limits: Limits | None = None
+
+
+def accept(services: Services, post: Post) -> str:
+    """Compose, check the limits and commit the post; return its receipt.
+
+    Only a committed post gets a receipt. Raise LimitExceeded when a limit
+    refuses it and StorageError when nothing could be stored; handlers.py
+    turns both into answers.
+    """
+    recipients = services.recipients
+    mail_from = services.mail_from
+    message = compose(
+        Submission(
+            recipient=recipients[post.recipient].address,
+            subject=post.subject,
+            message=post.message,
+            name=post.name,
+            email=post.email,
+            fields=post.fields,
+            cc=tuple(recipients[alias].address for alias in post.cc),
+        ),
+        mail_from=mail_from,
+        message_id=new_message_id(mail_from),
+        date=datetime.now(UTC),
+    )
+    receipt = services.ledger.enqueue(
+        message,
+        form_id=post.form_id,
+        alias=post.recipient,
+        subject=post.subject,
+        dedupe_key=post.dedupe_key,
+        client_ip=post.client_ip,
+        limits=post.limits,
+    )
+    metrics.submission(post.form_id, "accepted")
+    if has_request_context():
+        # The request's one log line (logs.py) carries the receipt.
+        g.receipt = receipt
+    else:
+        log.info("stored receipt=%s form=%s", receipt, post.form_id)
+    return receipt
+
+
+def decoy(form_id: str, reason: str) -> str:
+    """Answer a post that is dropped as if it were accepted; store nothing.
+
+    The receipt points at nothing: a bot learns nothing from the answer.
+    """
+    log.info("form %s: %s, nothing stored", form_id, reason)
+    metrics.submission(form_id, "rejected", reason)
+    return new_receipt()

@@ -1,0 +1,109 @@
+"""How Formpost answers: the hosted form again, a page, or JSON.
+
+Shared by the views and by handlers.py, which turns errors into these
+answers; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import urlsplit
+
+from flask import current_app, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
+from .forms import ContactForm
+from .origin import request_origin
+from .services import services
+
+HTTP_MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is no page at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is too large. Please shorten your message and try again.",
+    415: "This kind of upload is not supported.",
+}
+REFUSAL_TITLES = {
+    403: "Not allowed",
+    404: "Form not found",
+    413: "Too large",
+    415: "Unsupported upload",
+    429: "Please slow down",
+    503: "Please try again later",
+}
+
+
+def wants_json() -> bool:
+    """Tell whether the client posted JSON or prefers JSON over HTML."""
+    if request.is_json:
+        return True
+    return _prefers_json(request.headers.get("Accept", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefers_json(accept: str) -> bool:
+    # Clients send a handful of distinct Accept headers (one per browser and
+    # library), so each is parsed once rather than on every post.
+    best = parse_accept_header(accept, MIMEAccept).best_match(
+        ["text/html", "application/json"]
+    )
+    return best == "application/json"
+
+
+def render_form(
+    form: ContactForm, status: int = 200, notice: str | None = None
+) -> ResponseReturnValue:
+    """Render the hosted form with the visitor's input, field errors and a notice."""
+    return (
+        render_template(
+            "form.html",
+            form=form,
+            notice=notice,
+            development=current_app.config["DEVELOPMENT"],
+        ),
+        status,
+    )
+
+
+def refusal(
+    status: int, errors: dict[str, str], retry_after: int | None = None
+) -> ResponseReturnValue:
+    """Answer a refused cross-site post: JSON, or a page with a link back."""
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    if wants_json():
+        return jsonify(ok=False, errors=errors), status, headers
+    body = render_template(
+        "error.html",
+        code=status,
+        title=REFUSAL_TITLES.get(status, "Please check the form"),
+        message=None,
+        errors=errors,
+        back=_back_link(),
+    )
+    return body, status, headers
+
+
+def error_page(
+    code: int, title: str, message: str | None = None
+) -> ResponseReturnValue:
+    """Render our error page for anything but a refused post."""
+    message = message or HTTP_MESSAGES.get(code, "Something went wrong.")
+    return (
+        render_template("error.html", code=code, title=title, message=message),
+        code,
+    )
+
+
+def _back_link() -> str | None:
+    """The posting page, when it is on one of the form's allowed origins."""
+    form = services().forms.get((request.view_args or {}).get("form_id", ""))
+    origin = request_origin()
+    if form is None or origin is None or origin not in form.allowed_origins:
+        return None
+    referer = request.headers.get("Referer", "")
+    parts = urlsplit(referer)
+    if referer and f"{parts.scheme}://{parts.netloc}" == origin:
+        return referer
+    return origin + "/"

@@ -1,0 +1,71 @@
+"""The hosted contact form (blueprint "hosted"): GET shows it, POST accepts it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, session, url_for
+from flask.typing import ResponseReturnValue
+
+from . import metrics
+from .accept import Post, accept, decoy
+from .answers import render_form
+from .forms import form_token_age, hosted_form, new_form_token
+from .origin import client_ip
+from .services import services
+
+bp = Blueprint("hosted", __name__)
+TOO_FAST = "That was quick! Please check your message, then send it again."
+
+
+@bp.get("/")
+def show() -> ResponseReturnValue:
+    """Show the empty form."""
+    return render_form(hosted_form())
+
+
+@bp.post("/")
+def submit() -> ResponseReturnValue:
+    """Parse and check the form, accept it, then 303 to the thank-you page.
+
+    The request never talks SMTP: the workers deliver. Refusals from the
+    accept path (limits, storage) are answered by handlers.py.
+    """
+    cfg = current_app.config
+    svc = services()
+    form = hosted_form()
+    if form.website.data:
+        # The honeypot: answered like success, nothing stored.
+        session["receipt"] = decoy("hosted", "honeypot")
+        return redirect(url_for(".thanks"), code=303)
+    if not form.validate():
+        metrics.submission("hosted", "rejected", "invalid")
+        return render_form(form, 400, notice="Please correct the highlighted fields.")
+    age = form_token_age(cfg["SECRET_KEY"], form.form_token.data, svc.clock)
+    if age is None:
+        form.form_token.data = new_form_token(cfg["SECRET_KEY"], svc.clock)
+    if cfg["MIN_FILL_SECONDS"] and (age is None or age < cfg["MIN_FILL_SECONDS"]):
+        # Faster than a person types: most likely a bot. A person loses
+        # nothing: the form comes back filled in and the next try passes.
+        metrics.submission("hosted", "rejected", "too_fast")
+        return render_form(form, 400, notice=TOO_FAST)
+
+    session["receipt"] = accept(
+        svc,
+        Post(
+            form_id="hosted",
+            recipient=form.recipient.data,
+            subject=form.subject.data,
+            message=form.message.data,
+            name=form.name.data or "",
+            email=form.email.data or "",
+            dedupe_key=form.dedupe_key(),
+            client_ip=client_ip(),
+            limits=svc.limits(cfg["RATE_LIMIT"]),
+        ),
+    )
+    return redirect(url_for(".thanks"), code=303)
+
+
+@bp.get("/thanks")
+def thanks() -> ResponseReturnValue:
+    """Confirm that the message is stored, with its receipt id."""
+    return render_template("thanks.html", receipt=session.get("receipt"))

@@ -1,0 +1,40 @@
+"""The ledger: every accepted submission, durably stored, and the queue over it.
+
+One table (`submissions`) is queue, archive, dead-letter store and dedupe
+index. SQLAlchemy Core; the same statements run on SQLite (embedded default,
+WAL + synchronous=FULL) and PostgreSQL (several machines).
+
+| module         | holds                                                        |
+| -------------- | ------------------------------------------------------------ |
+| schema.py      | the tables, the migrations, `migrate`                        |
+| driver.py      | engines, SQLite's writer lock, the raw driver transaction    |
+| groupcommit.py | concurrent posts sharing one COMMIT                          |
+| limits.py      | rate windows, recipient quota, backlog cap                   |
+| queue.py       | `Ledger`: store, claim, settle, list, purge                  |
+
+Every database error that leaves the package is a StorageError.
+"""
+
+from ..errors import StorageError
+from .driver import default_url, make_engine
+from .limits import LimitExceeded, Limits
+from .queue import Claimed, Ledger, Outcome, Stats, new_receipt
+from .schema import SCHEMA_VERSION, STATES, current_version, migrate, submissions
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATES",
+    "Claimed",
+    "Ledger",
+    "LimitExceeded",
+    "Limits",
+    "Outcome",
+    "Stats",
+    "StorageError",
+    "current_version",
+    "default_url",
+    "make_engine",
+    "migrate",
+    "new_receipt",
+    "submissions",
+]

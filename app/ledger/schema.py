@@ -1,0 +1,186 @@
+"""Schema and migrations: the tables' current shape and how a database gets there.
+
+The Table objects describe the current shape for the queries in this package.
+The DDL that creates and upgrades a database lives in MIGRATIONS, one entry
+per version, frozen once released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import StorageError
+
+STATES = ("pending", "sending", "sent", "failed")
+RELAY_KEY = "relay"
+
+metadata = MetaData()
+
+# The current shape of the tables, used by the queries below. The DDL that
+# creates and upgrades them lives in MIGRATIONS and is frozen per version.
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("receipt", String(16), nullable=False, unique=True),
+    Column("form_id", String(64), nullable=False),
+    Column("recipient_alias", String(64), nullable=False),
+    Column("mail_from", String(320), nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("dedupe_key", String(160), unique=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("queued_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("claim_token", String(32)),
+    Column("last_attempt_at", Float),
+    Column("last_error_kind", String(16)),
+    Column("last_reply", Text),
+    Column("sent_at", Float),
+    Column("client_ip", String(64)),
+)
+relay_health = Table(
+    "relay_health",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("failing_since", Float),
+    Column("last_error_at", Float),
+    Column("last_error_kind", String(16)),
+    Column("last_error", Text),
+    Column("last_success_at", Float),
+)
+schema_version = Table(
+    "formpost_schema", metadata, Column("version", Integer, nullable=False)
+)
+
+
+# -- schema versions ---------------------------------------------------------
+#
+# Each entry upgrades the schema by one version and is never edited once
+# released: a database at version N runs entries N+1.. in one transaction, so
+# every existing row is kept (ALTER/INSERT ... SELECT, never drop-and-create).
+
+
+def _v1_initial(conn: Connection) -> None:
+    v1 = MetaData()
+    Table(
+        "submissions",
+        v1,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("receipt", String(16), nullable=False, unique=True),
+        Column("form_id", String(64), nullable=False),
+        Column("recipient_alias", String(64), nullable=False),
+        Column("mail_from", String(320), nullable=False),
+        Column("recipients", Text, nullable=False),
+        Column("subject", String(400), nullable=False),
+        Column("message_id", String(255), nullable=False, unique=True),
+        Column("raw", LargeBinary, nullable=False),
+        Column("dedupe_key", String(160), unique=True),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("queued_at", Float, nullable=False),
+        Column("next_attempt_at", Float, nullable=False),
+        Column("lease_until", Float),
+        Column("claim_token", String(32)),
+        Column("last_attempt_at", Float),
+        Column("last_error_kind", String(16)),
+        Column("last_reply", Text),
+        Column("sent_at", Float),
+        Index("ix_submissions_due", "state", "next_attempt_at"),
+    )
+    Table(
+        "relay_health",
+        v1,
+        Column("key", String(32), primary_key=True),
+        Column("failing_since", Float),
+        Column("last_error_at", Float),
+        Column("last_error_kind", String(16)),
+        Column("last_error", Text),
+        Column("last_success_at", Float),
+    )
+    v1.create_all(conn)
+
+
+def _v2_client_ip(conn: Connection) -> None:
+    # Rate limits and quotas are counted in the ledger: these make it cheap.
+    conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN client_ip VARCHAR(64)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_rate "
+        "ON submissions (form_id, client_ip, created_at)"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_recipient "
+        "ON submissions (recipient_alias, created_at)"
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_client_ip]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to SCHEMA_VERSION, keeping every row; return the version.
+
+    Safe to run from several processes at once: PostgreSQL takes an advisory
+    lock, SQLite's BEGIN IMMEDIATE serialises the upgrade. Raise StorageError
+    if the database cannot be reached or is newer than this code.
+    """
+    try:
+        with engine.begin() as conn:
+            return _upgrade(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"could not prepare the database: {exc}") from exc
+
+
+def _upgrade(conn: Connection) -> int:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7453101)")
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    current = current or 0
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"database schema is version {current}, newer than this Formpost "
+            f"({SCHEMA_VERSION}); upgrade Formpost"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version - 1](conn)
+        conn.execute(schema_version.delete())
+        conn.execute(schema_version.insert().values(version=version))
+    return SCHEMA_VERSION
+
+
+def current_version(engine: Engine) -> int:
+    """Return the schema version stored in the database (0 when empty)."""
+    try:
+        with engine.connect() as conn:
+            if not engine.dialect.has_table(conn, "formpost_schema"):
+                return 0
+            query = select(func.max(schema_version.c.version))
+            return conn.execute(query).scalar() or 0
+    except SQLAlchemyError as exc:
+        raise StorageError(f"could not read the schema version: {exc}") from exc

@@ -1,0 +1,110 @@
+"""Helpers the tests share: posting like a browser, running a worker, the ledger.
+
+Plain functions (fixtures live in conftest.py); import them from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.ledger import Claimed, Ledger
+from app.services import EXTENSION, Services
+
+from .fakeclock import FakeClock
+
+PG_URL = os.environ.get(
+    "FORMPOST_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_or_skip() -> None:
+    """Skip the test, saying why, when PostgreSQL does not answer."""
+    import psycopg
+
+    try:
+        psycopg.connect(
+            PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
+        ).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}".strip())
+
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_TOKEN_RE = re.compile(r'name="form_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str = "/") -> str:
+    """GET the form like a browser and return the CSRF token it carries."""
+    page = client.get(path).get_data(as_text=True)
+    match = CSRF_RE.search(page)
+    if match is None:
+        raise AssertionError("form has no CSRF token")
+    return match.group(1)
+
+
+def services_of(app: Flask) -> Services:
+    """The app's services, as create_app built them."""
+    return app.extensions[EXTENSION]
+
+
+def ledger_of(app: Flask) -> Ledger:
+    """The app's ledger, as create_app built it."""
+    return services_of(app).ledger
+
+
+def use_fake_clock(app: Flask) -> FakeClock:
+    """Give the app's ledger (and so its workers) a clock the test moves."""
+    clock = FakeClock()
+    ledger_of(app).clock = clock
+    return clock
+
+
+def deliver(app: Flask, clock=None) -> int:
+    """Run a worker over the app's queue until nothing is due; return rows tried."""
+    worker = services_of(app).worker()
+    if clock is not None:
+        worker.clock = clock
+    total = 0
+    while count := worker.run_once():
+        total += count
+    return total
+
+
+def post_form(client: FlaskClient, token: str | None = None, **fields: str):
+    """POST the hosted form with a valid token unless one is given."""
+    data = {
+        "recipient": "sales",
+        "name": "Ada Lovelace",
+        "email": "ada@example.net",
+        "subject": "Hello",
+        "message": "A question about engines.",
+    }
+    page = client.get("/").get_data(as_text=True)
+    data["csrf_token"] = CSRF_RE.search(page).group(1)
+    data["form_token"] = FORM_TOKEN_RE.search(page).group(1)
+    data.update(fields)
+    if token is not None:
+        data["csrf_token"] = token
+    return client.post("/", data=data)
+
+
+def mark_sent(ledger: Ledger, row: Claimed, reply: str = "250 accepted") -> bool:
+    """Record at once that the relay accepted a claimed row; say if the claim held."""
+    return ledger.settle([ledger.sent(row, reply)])[0]
+
+
+def mark_retry(
+    ledger: Ledger, row: Claimed, kind: str, reply: str, delay: float
+) -> bool:
+    """Put a claimed row back in the queue at once, due after `delay` seconds."""
+    return ledger.settle([ledger.retry(row, kind, reply, delay)])[0]
+
+
+def mark_failed(ledger: Ledger, row: Claimed, kind: str, reply: str) -> bool:
+    """Dead-letter a claimed row at once, keeping the relay's reply."""
+    return ledger.settle([ledger.failed(row, kind, reply)])[0]
