@@ -33,7 +33,7 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
 
-# The most any durable endpoint reaches here, against the bare one (README).
+# The most any durable endpoint reaches here, against the bare one (bench/README.md).
 bench-ceiling: $(VENV)/.dev
 	$(BIN)/python bench/ceiling.py
 

@@ -1,7 +1,7 @@
 """Delivery workers: claim due rows, send them, record each outcome.
 
 The ledger decides who holds a row (a lease), the transport sends, and this
-module decides what an outcome means (see the table in docs/ and README):
+module decides what an outcome means (see the table in the README, "How it works"):
 sent, retry later with capped exponential backoff, dead-letter, or keep
 pending and raise an alert when the configuration is at fault.
 """

@@ -15,7 +15,7 @@ bench/run.py's concurrency, alternating over rounds, medians printed:
 - Formpost itself, under these settings.
 
 The ratios to the bare endpoint are the ceiling that the accept target
-(README, Performance) is measured against.
+(bench/README.md) is measured against.
 """
 
 from __future__ import annotations

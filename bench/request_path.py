@@ -12,7 +12,7 @@ benchmark's form post and prints the CPU each request costs:
 - the same with eight threads, so that posts share commits.
 
 Together with gunicorn's own cost (bench/run.py measures the whole) this is
-how the README's "where the accept gap is" figures were taken.
+how bench/README.md's request-path figures were taken.
 """
 
 from __future__ import annotations

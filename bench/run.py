@@ -3,7 +3,7 @@
     python bench/run.py            # the full run (a few minutes)
     python bench/run.py --smoke    # seconds: proves the harness works (CI)
 
-Prints a table and writes bench/results/<time>.json and latest.json. These
+Prints a table and writes bench/results/latest.json (smoke.json with --smoke). These
 machines are noisy: the targets are ratios taken in the same run.
 
 Everything talks to loopback only: gunicorn, an aiosmtpd sink (bench/sink.py)
@@ -382,7 +382,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         with sink(tmp) as fast, sink(tmp, delay=0.2) as slow:
             # Rounds alternate the three series, so that a slow spell of the
-            # machine (or of the GIL: see README) falls on all of them; each
+            # machine (or of the GIL: see bench/README.md) falls on all of them; each
             # figure is the median over the rounds.
             rounds: dict[str, list[dict[str, float]]] = {
                 "bare": [],
