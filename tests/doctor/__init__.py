@@ -1,0 +1,1 @@
+"""`flask --app wsgi doctor`, by topic: relay, database, DNS, send test, command."""
