@@ -50,6 +50,58 @@ forwarded_allow_ips = ""
 control_socket_disable = True
 
 
+def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
+    """Build the app once before any worker starts: a bad setting stops here.
+
+    A worker that cannot start exits and gunicorn boots another, for ever, so
+    the master checks first. The app is built in a throw-away child process,
+    so nothing it opens (database connections, files) is inherited by the
+    workers; the child prints the one FAIL line and the master exits with its
+    status (78 for a bad setting, 69 for a database that does not answer).
+    """
+    import sys
+
+    pid = os.fork()
+    if pid == 0:  # the check's own process
+        status = 1
+        try:
+            from app import create_app
+
+            create_app()
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - a bug: show it, then stop
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 0:
+        sys.exit(status if status > 0 else 1)
+
+
+def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+    """Make a worker whose start-up stops halt gunicorn instead of looping.
+
+    on_starting has checked the settings, but a worker can still fail to
+    start later (the database went away, a reload read a changed .env). Its
+    status becomes gunicorn's WORKER_BOOT_ERROR, on which the master stops.
+    """
+    load_wsgi = worker.load_wsgi
+
+    def load_or_halt() -> None:
+        try:
+            load_wsgi()
+        except SystemExit:
+            raise SystemExit(server.WORKER_BOOT_ERROR) from None
+
+    worker.load_wsgi = load_or_halt
+
+
 def child_exit(server, worker):  # noqa: ANN001 - gunicorn's hook signature
     """Tell prometheus-client's multiprocess mode that a worker is gone."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
