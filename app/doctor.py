@@ -25,6 +25,7 @@ from .accept import Post, accept
 from .errors import StorageError
 from .ledger import SCHEMA_VERSION, current_version
 from .services import EXTENSION, Services
+from .signing import SigningError, check_key
 from .smtp import SMTPSettings
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -100,6 +101,8 @@ class Doctor:
     def run(self) -> Report:
         """Run every check; return the report."""
         self.report.add(PASS, "configuration", "settings parse")
+        if self.config.get("DKIM_DOMAIN"):
+            self.check_dkim_key()
         self.check_database()
         if self.config["SMTP_HOST"]:
             self.check_relay()
@@ -112,6 +115,27 @@ class Doctor:
             )
         self.check_dns()
         return self.report
+
+    # -- DKIM key ------------------------------------------------------------
+
+    def check_dkim_key(self) -> None:
+        """Sign a sample message with the configured key, as delivery will."""
+        config = self.config
+        try:
+            check_key(
+                config["DKIM_DOMAIN"],
+                config["DKIM_SELECTOR"],
+                config["DKIM_PRIVATE_KEY"],
+            )
+        except SigningError as exc:
+            self.report.add(
+                FAIL,
+                "dkim key",
+                str(exc),
+                "put an unencrypted RSA private key in PEM in DKIM_PRIVATE_KEY_FILE",
+            )
+            return
+        self.report.add(PASS, "dkim key", "DKIM_PRIVATE_KEY_FILE signs")
 
     # -- database ----------------------------------------------------------
 

@@ -268,6 +268,8 @@ def _problems(tmp_path: Path, silent_port: int) -> dict[str, tuple[dict, str, in
     unknown_alias.write_text('[forms.site]\nrecipients = ["nobody"]\n')
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")
+    bad_key = tmp_path / "dkim.pem"
+    bad_key.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     # A file where a folder should be: unwritable even for root.
     unwritable = tmp_path / "a-file"
     unwritable.write_text("")
@@ -324,6 +326,16 @@ def _problems(tmp_path: Path, silent_port: int) -> dict[str, tuple[dict, str, in
             "cannot write to the instance folder",
             EXIT_CONFIG,
         ),
+        "dkim key malformed": (
+            {
+                # Development mode sends as formpost@example.com.
+                "DKIM_DOMAIN": "example.com",
+                "DKIM_SELECTOR": "mail",
+                "DKIM_PRIVATE_KEY_FILE": str(bad_key),
+            },
+            "DKIM_PRIVATE_KEY_FILE: the DKIM key cannot sign",
+            EXIT_CONFIG,
+        ),
         "ca file not pem": (
             {"SMTP_CA_FILE": str(not_pem)},
             "SMTP_CA_FILE does not hold PEM CA certificates",
@@ -345,6 +357,7 @@ PROBLEMS = [
     "postgres missing database",
     "instance unwritable",
     "ca file not pem",
+    "dkim key malformed",
 ]
 COMMANDS = {
     "doctor": ["flask", "--app", "wsgi", "doctor", "--timeout", "2"],
