@@ -22,6 +22,7 @@ import click
 from flask import Flask, current_app
 
 from .accept import Post, accept
+from .cli import Seconds
 from .errors import StorageError
 from .ledger import SCHEMA_VERSION, current_version
 from .services import EXTENSION, Services
@@ -629,28 +630,64 @@ def _public_key_b64(private_pem: bytes) -> str:
     return base64.b64encode(der).decode("ascii")
 
 
+class DNSServer(click.ParamType):
+    """HOST or HOST:PORT of a DNS server: an IP address, and a port 1-65535."""
+
+    name = "host[:port]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: Any
+    ) -> tuple[str, int]:
+        """Return (address, port), or fail with a usage error saying why."""
+        import ipaddress
+
+        host, port = str(value), "53"
+        if host.startswith("["):  # [::1]:5353
+            host, _, rest = host[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif host.count(":") == 1:
+            host, _, port = host.partition(":")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            self.fail(f"{host!r} is not an IP address", param, ctx)
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            self.fail(f"port {port!r} is not a number from 1 to 65535", param, ctx)
+        return host, int(port)
+
+
 @click.command("doctor")
 @click.option("--send-test", "alias", help="Also send a real test message to ALIAS.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per check.")
 @click.option(
-    "--wait", default=60.0, show_default=True, help="Seconds to wait for --send-test."
+    "--timeout",
+    type=Seconds(0, 600, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds per check.",
+)
+@click.option(
+    "--wait",
+    type=Seconds(0, 86400),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for --send-test.",
 )
 @click.option(
     "--dns-server",
+    type=DNSServer(),
     help="Ask this DNS server (HOST or HOST:PORT) instead of the system's.",
 )
 def doctor_command(
-    alias: str | None, timeout: float, wait: float, dns_server: str | None
+    alias: str | None, timeout: float, wait: float, dns_server: tuple[str, int] | None
 ) -> None:
     """Check configuration, database, relay and DNS; exit 1 on any failure."""
     resolver = None
     if dns_server:
         import dns.resolver
 
-        host, _, port = dns_server.partition(":")
         resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [host]
-        resolver.port = int(port or 53)
+        resolver.nameservers = [dns_server[0]]
+        resolver.port = dns_server[1]
     doctor = Doctor(current_app._get_current_object(), timeout, resolver)  # type: ignore[attr-defined]
     report = doctor.run()
     if alias:
