@@ -120,7 +120,11 @@ class Doctor:
     # -- DKIM key ------------------------------------------------------------
 
     def check_dkim_key(self) -> None:
-        """Sign a sample message with the configured key, as delivery will."""
+        """Sign a sample message with the configured key, as delivery will.
+
+        Start-up already refuses a key that cannot sign; this catches one
+        that stopped signing since (the doctor can run in a live process).
+        """
         config = self.config
         try:
             check_key(
@@ -136,7 +140,7 @@ class Doctor:
                 "put an unencrypted RSA private key in PEM in DKIM_PRIVATE_KEY_FILE",
             )
             return
-        self.report.add(PASS, "dkim key", "DKIM_PRIVATE_KEY_FILE signs")
+        # A key that signs is part of "settings parse": no line of its own.
 
     # -- database ----------------------------------------------------------
 

@@ -209,8 +209,7 @@ def test_the_doctor_signs_with_the_key(make_app, relay, key_file):
     app = make_app(relay.env(**DKIM, DKIM_PRIVATE_KEY_FILE=key_file))
     doctor = Doctor(app)
     doctor.check_dkim_key()
-    (check,) = doctor.report.checks
-    assert (check.status, check.name) == ("pass", "dkim key")
+    assert doctor.report.checks == []  # part of "settings parse"
 
     app.config["DKIM_PRIVATE_KEY"] = UNUSABLE["ec"]
     doctor = Doctor(app)
