@@ -20,7 +20,7 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 
-from dotenv import find_dotenv, load_dotenv
+from dotenv import dotenv_values, find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
 
 from app.urls import is_loopback, normalize_host, normalize_origin
@@ -64,7 +64,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     mapping, so neither a developer's `.env` nor their shell leaks in.
     """
     if environ is None:
-        env_file = os.environ.get("FORMPOST_ENV_FILE") or find_dotenv(usecwd=True)
+        env_file = _env_file()
         if env_file:
             load_dotenv(env_file, override=False)
         environ = os.environ
@@ -169,6 +169,23 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
     )
     return cfg
+
+
+def setting(name: str) -> str | None:
+    """Read one raw setting as load_config() would, changing nothing.
+
+    The environment first, then `.env` (or FORMPOST_ENV_FILE). For the process
+    settings gunicorn.conf.py needs before any app exists (LOG_FORMAT); the
+    environment is not touched, so a reload still reads a changed `.env`.
+    """
+    if name in os.environ:
+        return os.environ[name]
+    env_file = _env_file()
+    return dotenv_values(env_file).get(name) if env_file else None
+
+
+def _env_file() -> str:
+    return os.environ.get("FORMPOST_ENV_FILE") or find_dotenv(usecwd=True)
 
 
 def parse_mail_from(value: str | None) -> Address:

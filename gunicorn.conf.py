@@ -5,6 +5,7 @@ in config.py.
 """
 
 import os
+import sys
 
 # BIND: where to listen. 127.0.0.1:8000 by default; the Docker image sets
 # 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable),
@@ -44,6 +45,53 @@ access_log_format = (
 # scheme from X-Forwarded-Proto (%(h)s above is the proxy's address).
 secure_scheme_headers: dict[str, str] = {}
 forwarded_allow_ips = ""
+
+
+def _json_logs() -> bool:
+    """LOG_FORMAT=json, read as the app reads it (the environment, then .env)."""
+    # This file is read before gunicorn puts its folder on sys.path.
+    here = os.path.dirname(os.path.abspath(globals().get("__file__", "x")))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from config import setting
+
+    return (setting("LOG_FORMAT") or "").strip().lower() == "json"
+
+
+if _json_logs():
+    # One JSON object per line from every process: gunicorn's own lines go
+    # through Formpost's formatter, and its access line is off, because the
+    # app already writes one JSON line per request (app/logs.py).
+    accesslog = None
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.JSONFormatter"}},
+        "filters": {"not_formpost": {"()": "app.logs.NotFormpost"}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+            # Libraries, Flask and warnings; Formpost's loggers have their own.
+            "others": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["not_formpost"],
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "root": {"level": "WARNING", "handlers": ["others"]},
+        "loggers": {
+            "gunicorn.error": {
+                "level": "INFO",
+                "handlers": ["json"],
+                "propagate": False,
+            },
+        },
+    }
+
 # gunicorn 25+ opens a control socket at one fixed path per user; several
 # instances on a host (tests, benchmarks, two sites) would fight over it, and
 # Formpost does not use gunicornc.
@@ -59,8 +107,6 @@ def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
     workers; the child prints the one FAIL line and the master exits with its
     status (78 for a bad setting, 69 for a database that does not answer).
     """
-    import sys
-
     pid = os.fork()
     if pid == 0:  # the check's own process
         status = 1

@@ -137,14 +137,21 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
 def _stop(check: str, problem: object, fix: str, status: int) -> NoReturn:
     """Stop start-up with one line in the doctor's words instead of a traceback.
 
-    The line goes to stderr once, and the process exits with `status`.
+    The line goes to stderr once (a JSON object with LOG_FORMAT=json), and the
+    process exits with `status`.
     """
-    print(
-        f"FAIL  {check}  {problem}\n      fix: {fix} (see .env.example), "
-        "then start again",
-        file=sys.stderr,
-        flush=True,
-    )
+    from config import setting
+
+    fix = f"{fix} (see .env.example), then start again"
+    if (setting("LOG_FORMAT") or "").strip().lower() == "json":
+        from .logs import json_line
+
+        line = json_line(
+            "CRITICAL", "formpost", f"FAIL  {check}  {problem}", check=check, fix=fix
+        )
+    else:
+        line = f"FAIL  {check}  {problem}\n      fix: {fix}"
+    print(line, file=sys.stderr, flush=True)
     raise SystemExit(status) from None
 
 
