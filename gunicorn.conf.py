@@ -4,6 +4,7 @@ Only process settings live here; the application reads its own configuration
 in config.py.
 """
 
+import multiprocessing
 import os
 import sys
 
@@ -107,6 +108,7 @@ def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
     workers; the child prints the one FAIL line and the master exits with its
     status (78 for a bad setting, 69 for a database that does not answer).
     """
+    server.formpost_boot_failed = multiprocessing.Value("b", 0)  # see post_fork
     pid = os.fork()
     if pid == 0:  # the check's own process
         status = 1
@@ -137,13 +139,23 @@ def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
     start later (the database went away, a reload read a changed .env). Its
     status becomes gunicorn's WORKER_BOOT_ERROR, on which the master stops.
     """
+    # Set by the first worker that cannot start; only that one reports
+    # WORKER_BOOT_ERROR. gunicorn halts on the first, and a second one reaped
+    # while it stops the others escapes as a traceback with status 1
+    # (gunicorn 27, Arbiter.stop). Shared memory made by on_starting in the
+    # master, kept on the arbiter, which outlives reloads (this file is read
+    # again on HUP, on_starting is not run again).
+    boot_failed = server.formpost_boot_failed
     load_wsgi = worker.load_wsgi
 
     def load_or_halt() -> None:
         try:
             load_wsgi()
         except SystemExit:
-            raise SystemExit(server.WORKER_BOOT_ERROR) from None
+            with boot_failed.get_lock():
+                first = not boot_failed.value
+                boot_failed.value = 1
+            raise SystemExit(server.WORKER_BOOT_ERROR if first else 1) from None
 
     worker.load_wsgi = load_or_halt
 
