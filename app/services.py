@@ -30,7 +30,7 @@ from .transport import Transport
 EXTENSION = "formpost"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     """Everything the request path, the CLI and the workers share."""
 
