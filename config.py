@@ -182,6 +182,9 @@ def parse_mail_from(value: str | None) -> Address:
             "e.g. MAIL_FROM=Contact form <forms@example.com>"
         )
     _reject_controls("MAIL_FROM", value)
+    problem = header_text_problem(value)  # C1 controls, U+2028, =?...?= too
+    if problem:
+        raise ConfigError(f"MAIL_FROM contains {problem}")
     bad = ConfigError(
         f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
     )
@@ -197,9 +200,6 @@ def parse_mail_from(value: str | None) -> Address:
             raise bad  # two addresses, or a stray bracket or quote
     if not addr or re.search(r"[\s<>,;\"()]", addr):
         raise bad
-    problem = header_text_problem(name)
-    if problem:
-        raise ConfigError(f"MAIL_FROM: the display name contains {problem}")
     return Address(display_name=name, addr_spec=_checked_address("MAIL_FROM", addr))
 
 
