@@ -14,6 +14,7 @@ understands, and never becomes a 500 or silently altered text:
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
@@ -31,13 +32,17 @@ from werkzeug.wsgi import get_input_stream
 
 from .errors import Rejected
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # Parsing stops here; interpret() then refuses anything over its own limit
 # (50 fields) with a clearer message.
 MAX_PARTS = 1000
 CHUNK = 16 * 1024
-# After a refused file, read on at most this much so that the client, still
-# sending, reads our answer instead of a reset connection.
+# A form's JSON is one object of text or lists of text: depth 2. Deeper is
+# refused before parsing (recursion in the parser is not a limit to rely on).
+MAX_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+# After a refused file or an oversized body, read on at most this much so
+# that the client, still sending, reads our answer, not a reset connection.
 DRAIN_LIMIT = 4 * 1024 * 1024
 
 
@@ -84,16 +89,18 @@ def _stream(request: Request) -> IO[bytes]:
 
 
 def _read_all(request: Request, limit: int) -> bytes:
+    stream = _stream(request)
     length = request.content_length
     if length is not None and length > limit:
+        _drain(stream)
         raise _too_large(limit)
-    stream = _stream(request)
     chunks: list[bytes] = []
     size = 0
     while chunk := stream.read(min(CHUNK, limit + 1 - size)):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
+            _drain(stream)
             raise _too_large(limit)
     return b"".join(chunks)
 
@@ -127,16 +134,33 @@ def _no_surrogates(text: str) -> str:
     return text
 
 
+def _too_deep() -> Rejected:
+    return _malformed(
+        "The JSON is nested too deeply. Send one object of field names and "
+        "text values.",
+        "TOO_DEEP",
+    )
+
+
+def _nesting(text: str) -> int:
+    """Return how deep arrays and objects nest (brackets in strings ignored)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    depth = deepest = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket[0] in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _json_pairs(body: bytes) -> list[tuple[str, str]]:
     text = _text(body)
+    if _nesting(text) > MAX_DEPTH:
+        raise _too_deep()
     try:
         data = json.loads(text)
     except RecursionError:
-        raise _malformed(
-            "The JSON is nested too deeply. Send one object of field names "
-            "and text values.",
-            "TOO_DEEP",
-        ) from None
+        raise _too_deep() from None
     except ValueError:
         raise _malformed(
             "The body is not valid JSON. Send one object of field names and "
@@ -217,6 +241,7 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
                 chunk = stream.read(CHUNK)
                 size += len(chunk)
                 if size > limit:
+                    _drain(stream)
                     raise _too_large(limit)
                 decoder.receive_data(chunk or None)
             elif isinstance(event, File):

@@ -443,3 +443,22 @@ def test_json_dumped_by_a_client_round_trips(app, client, relay):
     deliver(app)
     (got,) = relay.received
     assert got.message.get_body(("plain",)).get_content() == "message: café 👋\n"
+
+
+def test_nesting_past_the_limit_is_400_whatever_the_recursion_limit(app, client):
+    """33 levels: refused by depth before parsing, not by the parser's recursion."""
+    body = '{"message": ' + "[" * 32 + '"x"' + "]" * 32 + "}"
+    answer = refusal(post(client, body, content_type="application/json"), 400)
+    assert answer["errors"][0]["code"] == "TOO_DEEP"
+    assert rows(app) == []
+
+
+def test_brackets_inside_strings_are_text(app, client, relay):
+    text = "[" * 40 + "{ not structure }" + "]" * 40
+    response = post(client, json={"message": text, "note": '\\"[[['})
+    assert response.status_code == 200
+    deliver(app)
+    (got,) = relay.received
+    assert got.message.get_body(("plain",)).get_content() == (
+        f'message: {text}\nnote: \\"[[[\n'
+    )
