@@ -14,7 +14,6 @@ understands, and never becomes a 500 or silently altered text:
 from __future__ import annotations
 
 import json
-import re
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
@@ -37,10 +36,9 @@ from .errors import Rejected
 MAX_PARTS = 1000
 CHUNK = 16 * 1024
 # A form's JSON is one object of text or lists of text: depth 2. Deeper is
-# refused before parsing (recursion in the parser is not a limit to rely on).
+# refused as malformed, whether the parser's own recursion limit stops it
+# (RecursionError, near 1,000) or the parsed value is checked (below that).
 MAX_DEPTH = 32
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(r"[\[\]{}]")
 # After a refused file or an oversized body, read on at most this much so
 # that the client, still sending, reads our answer, not a reset connection.
 DRAIN_LIMIT = 4 * 1024 * 1024
@@ -142,21 +140,23 @@ def _too_deep() -> Rejected:
     )
 
 
-def _nesting(text: str) -> int:
-    """Return how deep arrays and objects nest (brackets in strings ignored)."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return 0  # cannot be deeper than the limit: skip the scan
-    depth = deepest = 0
-    for bracket in _BRACKET.finditer(_JSON_STRING.sub('""', text)):
-        depth += 1 if bracket[0] in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Tell whether arrays and objects in a parsed value nest past `limit`."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, list | dict)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, list | dict) for item in level)
 
 
 def _json_pairs(body: bytes) -> list[tuple[str, str]]:
     text = _text(body)
-    if _nesting(text) > MAX_DEPTH:
-        raise _too_deep()
     try:
         data = json.loads(text)
     except RecursionError:
@@ -167,6 +167,8 @@ def _json_pairs(body: bytes) -> list[tuple[str, str]]:
             "text values.",
             "INVALID_JSON",
         ) from None
+    if _deeper_than(data, MAX_DEPTH):
+        raise _too_deep()
     if not isinstance(data, dict):
         raise _malformed("Send a JSON object of field names.", "NOT_AN_OBJECT")
     return [(_no_surrogates(k), _json_value(k, v)) for k, v in data.items()]

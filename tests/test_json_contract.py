@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -462,3 +463,21 @@ def test_brackets_inside_strings_are_text(app, client, relay):
     assert got.message.get_body(("plain",)).get_content() == (
         f'message: {text}\nnote: \\"[[[\n'
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"m": "' + "[" * 40 + '\\"a' * 20_000,  # never closed, many escapes
+        '{"m": [' + '"\\"[", ' * 8_000 + '"x"]}',  # brackets in strings
+    ],
+    ids=["unterminated", "bracket-strings"],
+)
+def test_hostile_json_is_answered_quickly(app, client, body):
+    started = time.monotonic()
+    response = post(client, body, content_type="application/json")
+    # Depth is checked on the parsed value: no scan of the text that could
+    # go quadratic on escapes (a regex over strings took 18 s on the first).
+    assert time.monotonic() - started < 5
+    assert response.status_code in (200, 400)
+    assert response.is_json
