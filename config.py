@@ -7,8 +7,6 @@ naming the variable, so the service refuses to start instead of limping along.
 
 from __future__ import annotations
 
-import email.errors
-import email.policy
 import os
 import re
 import secrets
@@ -23,7 +21,12 @@ from typing import Any
 from dotenv import dotenv_values, find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
 
+from app.message import header_text_problem
 from app.urls import is_loopback, normalize_host, normalize_origin
+
+# MAIL_FROM: a display name (anything, as written) before one <address>.
+_NAME_ADDR = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -189,27 +192,37 @@ def _env_file() -> str:
 
 
 def parse_mail_from(value: str | None) -> Address:
-    """Parse `MAIL_FROM` (`Name <addr>` or `addr`) into an Address."""
+    """Parse `MAIL_FROM` (`Name <addr>` or `addr`) into an Address.
+
+    The display name is taken as written, parentheses, commas and all (an
+    email header parser would drop "(development)" as a comment); a name in
+    double quotes is unquoted. Mail readers show it exactly so.
+    """
     if not value:
         raise ConfigError(
             "MAIL_FROM is required when SMTP_HOST is set, "
             "e.g. MAIL_FROM=Contact form <forms@example.com>"
         )
     _reject_controls("MAIL_FROM", value)
-    try:
-        header = email.policy.default.header_factory("From", value)
-        addresses = header.addresses
-    except (email.errors.HeaderParseError, IndexError, ValueError):
-        # CPython's parser raises IndexError on some truncated input ("<").
-        addresses = ()
-        header = None
-    if header is None or header.defects or len(addresses) != 1:
-        raise ConfigError(
-            f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
-        )
-    (parsed,) = addresses
-    addr = _checked_address("MAIL_FROM", parsed.addr_spec)
-    return Address(display_name=parsed.display_name, addr_spec=addr)
+    problem = header_text_problem(value)  # C1 controls, U+2028, =?...?= too
+    if problem:
+        raise ConfigError(f"MAIL_FROM contains {problem}")
+    bad = ConfigError(
+        f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
+    )
+    found = _NAME_ADDR.fullmatch(value.strip())
+    if found is None:
+        name, addr = "", value.strip()
+    else:
+        name, addr = found["name"].strip(), found["addr"].strip()
+        quoted = _QUOTED.fullmatch(name)
+        if quoted is not None:
+            name = re.sub(r"\\(.)", r"\1", quoted[1])
+        elif "<" in name or ">" in name or name.count('"') == 1:
+            raise bad  # two addresses, or a stray bracket or quote
+    if not addr or re.search(r"[\s<>,;\"()]", addr):
+        raise bad
+    return Address(display_name=name, addr_spec=_checked_address("MAIL_FROM", addr))
 
 
 def parse_recipients(value: str | None) -> dict[str, Recipient]:
