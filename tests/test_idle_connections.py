@@ -307,3 +307,27 @@ def probe(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_the_documented_nginx_holds_slow_clients_like_the_images() -> None:
+    """docs/deploy.md's nginx for bare gunicorn keeps the image's timeouts."""
+    directives = (
+        "client_header_timeout",
+        "client_body_timeout",
+        "keepalive_timeout",
+        "reset_timedout_connection",
+        "proxy_request_buffering",
+    )
+
+    def values(text: str) -> dict[str, str]:
+        found = {}
+        for line in text.splitlines():
+            words = line.split("#")[0].strip().rstrip(";").split()
+            if len(words) == 2 and words[0] in directives:
+                found[words[0]] = words[1]
+        return found
+
+    image = values((REPO / "deploy" / "nginx" / "formpost.conf").read_text())
+    docs = values((REPO / "docs" / "deploy.md").read_text())
+    assert set(image) == set(directives)
+    assert docs == image
