@@ -268,7 +268,7 @@ def test_a_dripped_banner_over_implicit_tls_is_cut_at_the_deadline(make_drip, pk
 def test_slow_multiline_replies_within_the_deadline_still_deliver(make_drip, stage):
     relay = make_drip(stage, every=0.1, count=5)
     elapsed = attempt(transport(relay.port), seconds=5.0)
-    assert elapsed >= 0.5  # the drip was really waited for
+    assert elapsed >= 0.4  # the drip (5 x 0.1 s) was really waited for
     assert len(relay.messages) == 1
 
 
