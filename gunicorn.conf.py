@@ -8,10 +8,13 @@ import multiprocessing
 import os
 import sys
 
-# BIND: where to listen. 127.0.0.1:8000 by default; the Docker image sets
-# 0.0.0.0:8000. WEB_CONCURRENCY: worker processes (gunicorn's own variable),
-# one per core (at least two) by default. WEB_THREADS: request threads in
-# each (default 8).
+# BIND: where to listen. 127.0.0.1:8000 by default; in the Docker image
+# nginx takes BIND and gunicorn a private socket (deploy/docker/web.py).
+# Keep gunicorn behind a buffering proxy: a gthread thread waits on each
+# connection it serves, so idle or slow clients could hold every one of
+# them (docs/deploy.md, "Put a reverse proxy in front").
+# WEB_CONCURRENCY: worker processes (gunicorn's own variable), one per core
+# (at least two) by default. WEB_THREADS: request threads in each (default 8).
 # Threads rather than more processes: posts that arrive together in one
 # process are committed together, sharing one disk sync (app/ledger.py).
 
