@@ -398,3 +398,23 @@ def test_purging_idle_buckets_changes_no_answer(ledger, clock):
         enqueue(ledger, limits=limits)
     with pytest.raises(LimitExceeded):
         enqueue(ledger, limits=limits)
+
+
+@pytest.mark.slow
+def test_the_limits_cost_benchmark_runs():
+    """bench/limits_cost.py, a few seconds of it, so the harness cannot rot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "bench/limits_cost.py", "--rows", "2000", "--posts", "20"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2,000 rows in the window" in done.stdout
+    assert "full / empty" in done.stdout
