@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
+from flask import Flask
 from sqlalchemy import event
 
 from app.ledger import Ledger, StorageError, make_engine, migrate
@@ -20,6 +22,25 @@ from .fakeclock import FakeClock
 from .helpers import ledger_of
 
 SITE = "https://www.example.com"
+
+
+@pytest.fixture
+def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
+    """conftest's make_app, closing each app's database connections afterwards.
+
+    The PostgreSQL server is shared: connections left to the garbage
+    collector can use up its max_connections.
+    """
+    built: list[Flask] = []
+
+    def factory(env: dict[str, str] | None = None) -> Flask:
+        app = make_app(env)
+        built.append(app)
+        return app
+
+    yield factory
+    for app in built:
+        ledger_of(app).engine.dispose()
 
 
 def envelope(n: int) -> Envelope:
