@@ -46,6 +46,7 @@ from .limits import (
     lock_backlog,
 )
 from .schema import (
+    BACKLOG,
     BOUNDS,
     RELAY_KEY,
     STATES,
@@ -132,6 +133,10 @@ def _check_fits(row: dict[str, Any]) -> None:
             raise StorageError(
                 f"could not store the submission: {name} is longer than {bound}"
             )
+
+
+def _lock_counters() -> Any:
+    return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
 @functools.lru_cache(maxsize=1)
@@ -617,7 +622,7 @@ class Ledger:
             stmt = stmt.where(submissions.c.id.in_(list(ids)))
         with self._writing() as conn:
             # Lock the counter first, like every writer of new rows.
-            conn.execute(select(counters.c.value).with_for_update())
+            conn.execute(_lock_counters())
             result = conn.execute(
                 stmt.values(state="pending", next_attempt_at=now, queued_at=now)
             )
@@ -634,6 +639,9 @@ class Ledger:
         now = self.clock.now()
         cutoff = now - older_than
         with self._writing() as conn:
+            # Lock the counter first, as storing posts does: then a post
+            # charging a bucket and this purge never wait on each other's rows.
+            conn.execute(_lock_counters())
             result = conn.execute(
                 submissions.delete().where(
                     submissions.c.state == "sent", submissions.c.sent_at < cutoff
