@@ -159,6 +159,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["RECIPIENT_DAILY_QUOTA"] = env.integer("RECIPIENT_DAILY_QUOTA", 500, 0, 10**7)
     cfg["BACKLOG_LIMIT"] = env.integer("BACKLOG_LIMIT", 10_000, 0, 10**9)
     cfg["MIN_FILL_SECONDS"] = env.number("MIN_FILL_SECONDS", 3.0, 0.0, 3600.0)
+    cfg["DEDUPE_WINDOW"] = env.number("DEDUPE_WINDOW", 600.0, 0.0, 7 * 86400.0)
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)

@@ -114,6 +114,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         recipients=app.config["MAIL_RECIPIENTS"],
         recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
         backlog_limit=app.config["BACKLOG_LIMIT"],
+        dedupe_window=app.config["DEDUPE_WINDOW"],
     )
 
     app.register_blueprint(hosted.bp)

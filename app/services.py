@@ -42,6 +42,7 @@ class Services:
     recipients: Mapping[str, Recipient]
     recipient_daily_quota: int
     backlog_limit: int
+    dedupe_window: float = 0.0
 
     @property
     def clock(self) -> Clock:
@@ -54,6 +55,7 @@ class Services:
             rate=rate,
             recipient_daily=self.recipient_daily_quota,
             backlog=self.backlog_limit,
+            dedupe_window=self.dedupe_window,
         )
 
     def worker(self, rand: Callable[[], float] = random.random) -> Worker:

@@ -20,6 +20,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.ledger import dedupe_digest
+
 from .chromium import (
     TIMEOUT_MS,
     artifacts_dir,
@@ -340,7 +342,8 @@ def test_fetch_json_with_idempotency_key(
 
     (row,) = setup.rows()
     assert shown == row.receipt
-    assert row.dedupe_key == "idem:default:order-4711"
+    # The ledger keeps a fixed-length digest of the key, never the key.
+    assert row.dedupe_key == dedupe_digest("idem:default:order-4711")
     # The browser asked first (preflight) and was allowed, then posted JSON.
     methods = [(h.method, h.status) for h in setup.recorder.hits]
     assert methods == [("OPTIONS", 204), ("POST", 200)]
