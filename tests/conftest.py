@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.services import EXTENSION
 
 from .helpers import PG_URL, postgres_or_skip
 from .relay import PKI, Relay
@@ -82,8 +83,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_app(tmp_path) -> Callable[..., Flask]:
-    """Build apps through create_app() with an instance folder per test."""
+def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
+    """Build apps through create_app() with an instance folder per test.
+
+    Their database connections are closed when the test ends: a suite that
+    left each app's pool open would run PostgreSQL out of connections.
+    """
+    built: list[Flask] = []
 
     def factory(env: dict[str, str] | None = None) -> Flask:
         settings = {
@@ -95,9 +101,12 @@ def make_app(tmp_path) -> Callable[..., Flask]:
         settings.update(env or {})
         app = create_app(settings)
         app.config["TESTING"] = True
+        built.append(app)
         return app
 
-    return factory
+    yield factory
+    for app in built:
+        app.extensions[EXTENSION].ledger.engine.dispose()
 
 
 @pytest.fixture

@@ -128,7 +128,10 @@ class DripRelay:
 
     def _gone(self, conn: socket.socket, wait: float) -> bool:
         """Wait up to `wait` s; tell whether the client closed meanwhile."""
-        if self._stop.wait(0) or not select.select([conn], [], [], wait)[0]:
+        # poll, not select: select() fails on descriptors past 1024.
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
+        if self._stop.wait(0) or not poller.poll(wait * 1000):
             return self._stop.is_set()
         try:
             return not conn.recv(4096)

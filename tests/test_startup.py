@@ -148,6 +148,8 @@ def test_every_documented_command_is_found():
         "systemd formpost-web.service",
         "systemd formpost-worker.service",
     } <= set(commands)
+    # The image runs the Procfile's web line behind nginx (deploy/docker/web.py).
+    assert commands.pop("Dockerfile CMD") == ["python", "deploy/docker/web.py"]
     for argv in commands.values():
         assert Path(argv[0]).name in ("gunicorn", "flask")
 

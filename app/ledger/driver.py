@@ -152,6 +152,13 @@ class _WriterQueue:
         finally:
             self._thread_lock.release()
 
+    def close(self) -> None:
+        """Close the lock file (reopened by the next writer, if any)."""
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
 
 # The writer queue of each SQLite file engine, for driver_transaction.
 _WRITERS: weakref.WeakKeyDictionary[Engine, _WriterQueue] = weakref.WeakKeyDictionary()
@@ -160,6 +167,10 @@ _WRITERS: weakref.WeakKeyDictionary[Engine, _WriterQueue] = weakref.WeakKeyDicti
 def _tune_sqlite(engine: Engine, path: str | None) -> None:
     if path is not None:
         writers = _WRITERS[engine] = _WriterQueue(path)
+        # The lock file's descriptor goes with the engine's connections: when
+        # it is disposed, and when it is garbage.
+        event.listen(engine, "engine_disposed", lambda _engine: writers.close())
+        weakref.finalize(engine, writers.close)
 
         @event.listens_for(engine, "begin")
         def _queue_up(connection: Connection) -> None:
