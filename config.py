@@ -7,11 +7,10 @@ naming the variable, so the service refuses to start instead of limping along.
 
 from __future__ import annotations
 
-import email.errors
-import email.policy
 import os
 import re
 import secrets
+import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,10 +18,15 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 
-from dotenv import find_dotenv, load_dotenv
+from dotenv import dotenv_values, find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
 
+from app.message import header_text_problem
 from app.urls import is_loopback, normalize_host, normalize_origin
+
+# MAIL_FROM: a display name (anything, as written) before one <address>.
+_NAME_ADDR = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 SECURITY_MODES = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -36,6 +40,10 @@ DEFAULT_RATE_LIMIT = "5/minute;50/day"
 RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 RATE_RE = re.compile(r"^\s*([0-9]+)\s*(?:/|per)\s*([0-9]*)\s*([a-z]+?)s?\s*$")
 TRUE_WORDS = {"true", "1", "yes"}
+# Seconds to wait for PostgreSQL to answer a connection (added to DATABASE_URL
+# as connect_timeout unless it names one).
+DB_CONNECT_TIMEOUT = 5
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%-]+")
 FALSE_WORDS = {"false", "0", "no"}
 
 
@@ -59,7 +67,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     mapping, so neither a developer's `.env` nor their shell leaks in.
     """
     if environ is None:
-        env_file = os.environ.get("FORMPOST_ENV_FILE") or find_dotenv(usecwd=True)
+        env_file = _env_file()
         if env_file:
             load_dotenv(env_file, override=False)
         environ = os.environ
@@ -74,7 +82,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["SMTP_TIMEOUT"] = env.number("SMTP_TIMEOUT", 30.0, 0.1, 3600.0)
     cfg["SMTP_USERNAME"] = env.text("SMTP_USERNAME")
     cfg["SMTP_PASSWORD"] = _password(env)
-    cfg["SMTP_CA_FILE"] = env.file("SMTP_CA_FILE")
+    cfg["SMTP_CA_FILE"] = _ca_file(env)
     if cfg["SMTP_PASSWORD"] and not cfg["SMTP_USERNAME"]:
         raise ConfigError("SMTP_PASSWORD is set but SMTP_USERNAME is not")
     if smtp_host and security == "none" and cfg["SMTP_USERNAME"]:
@@ -151,6 +159,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["RECIPIENT_DAILY_QUOTA"] = env.integer("RECIPIENT_DAILY_QUOTA", 500, 0, 10**7)
     cfg["BACKLOG_LIMIT"] = env.integer("BACKLOG_LIMIT", 10_000, 0, 10**9)
     cfg["MIN_FILL_SECONDS"] = env.number("MIN_FILL_SECONDS", 3.0, 0.0, 3600.0)
+    cfg["DEDUPE_WINDOW"] = env.number("DEDUPE_WINDOW", 600.0, 0.0, 7 * 86400.0)
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
@@ -170,28 +179,55 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return cfg
 
 
+def setting(name: str) -> str | None:
+    """Read one raw setting as load_config() would, changing nothing.
+
+    The environment first, then `.env` (or FORMPOST_ENV_FILE). For the process
+    settings gunicorn.conf.py needs before any app exists (LOG_FORMAT); the
+    environment is not touched, so a reload still reads a changed `.env`.
+    """
+    if name in os.environ:
+        return os.environ[name]
+    env_file = _env_file()
+    return dotenv_values(env_file).get(name) if env_file else None
+
+
+def _env_file() -> str:
+    return os.environ.get("FORMPOST_ENV_FILE") or find_dotenv(usecwd=True)
+
+
 def parse_mail_from(value: str | None) -> Address:
-    """Parse `MAIL_FROM` (`Name <addr>` or `addr`) into an Address."""
+    """Parse `MAIL_FROM` (`Name <addr>` or `addr`) into an Address.
+
+    The display name is taken as written, parentheses, commas and all (an
+    email header parser would drop "(development)" as a comment); a name in
+    double quotes is unquoted. Mail readers show it exactly so.
+    """
     if not value:
         raise ConfigError(
             "MAIL_FROM is required when SMTP_HOST is set, "
             "e.g. MAIL_FROM=Contact form <forms@example.com>"
         )
     _reject_controls("MAIL_FROM", value)
-    try:
-        header = email.policy.default.header_factory("From", value)
-        addresses = header.addresses
-    except (email.errors.HeaderParseError, IndexError, ValueError):
-        # CPython's parser raises IndexError on some truncated input ("<").
-        addresses = ()
-        header = None
-    if header is None or header.defects or len(addresses) != 1:
-        raise ConfigError(
-            f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
-        )
-    (parsed,) = addresses
-    addr = _checked_address("MAIL_FROM", parsed.addr_spec)
-    return Address(display_name=parsed.display_name, addr_spec=addr)
+    problem = header_text_problem(value)  # C1 controls, U+2028, =?...?= too
+    if problem:
+        raise ConfigError(f"MAIL_FROM contains {problem}")
+    bad = ConfigError(
+        f"MAIL_FROM must be one address like 'Name <a@example.com>', got {value!r}"
+    )
+    found = _NAME_ADDR.fullmatch(value.strip())
+    if found is None:
+        name, addr = "", value.strip()
+    else:
+        name, addr = found["name"].strip(), found["addr"].strip()
+        quoted = _QUOTED.fullmatch(name)
+        if quoted is not None:
+            name = re.sub(r"\\(.)", r"\1", quoted[1])
+        elif "<" in name or ">" in name or name.count('"') == 1:
+            raise bad  # two addresses, or a stray bracket or quote
+    if not addr or re.search(r"[\s<>,;\"()]", addr):
+        raise bad
+    return Address(display_name=name, addr_spec=_checked_address("MAIL_FROM", addr))
 
 
 def parse_recipients(value: str | None) -> dict[str, Recipient]:
@@ -294,6 +330,21 @@ def _password(env: _Env) -> str | None:
     return env.secret("SMTP_PASSWORD", strip=False)
 
 
+def _ca_file(env: _Env) -> str | None:
+    path = env.file("SMTP_CA_FILE")
+    if path is None:
+        return None
+    try:
+        # What the SMTP transport and the doctor do with it, now rather than
+        # at the first delivery.
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"SMTP_CA_FILE does not hold PEM CA certificates ({exc})"
+        ) from None
+    return path
+
+
 def _database_url(env: _Env) -> str | None:
     url = env.secret("DATABASE_URL")
     if url is None:
@@ -306,7 +357,54 @@ def _database_url(env: _Env) -> str | None:
         )
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg" + url[len(scheme) :]
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        host = parsed.host
+    except (ArgumentError, ValueError) as exc:
+        # The URL itself is not echoed: it may hold the password.
+        raise ConfigError(f"DATABASE_URL is not a valid URL ({exc})") from None
+    if url.startswith("sqlite"):
+        _check_sqlite_path(parsed.database, parsed.query)
+        return url
+    authority = url.partition("://")[2].partition("/")[0]
+    if authority and not (host and _HOST_RE.fullmatch(host)):
+        raise ConfigError(
+            "DATABASE_URL names no valid host; write "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        )
+    if "connect_timeout" not in parsed.query:
+        # libpq waits for ever on a host that drops packets: start-up must
+        # stop with a message instead, and a request must not hang.
+        url = parsed.update_query_dict(
+            {"connect_timeout": str(DB_CONNECT_TIMEOUT)}
+        ).render_as_string(hide_password=False)
     return url
+
+
+def _check_sqlite_path(path: str | None, query: Mapping[str, Any]) -> None:
+    memory = (
+        not path
+        or path == ":memory:"
+        or "mode=memory" in (path or "")
+        or query.get("mode") == "memory"
+    )
+    if memory:
+        raise ConfigError(
+            "DATABASE_URL points at an in-memory SQLite database, which each "
+            "process and connection sees empty: use a file, "
+            "e.g. sqlite:////var/lib/formpost/formpost.db, or unset it"
+        )
+    if path.startswith("file:"):
+        path = path[len("file:") :].partition("?")[0]
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(
+            f"DATABASE_URL: the folder {folder} does not exist; create it, or "
+            "point DATABASE_URL at a file in an existing folder"
+        )
 
 
 def _dkim(env: _Env, mail_from: Address) -> dict[str, Any]:
@@ -346,6 +444,15 @@ def _dkim(env: _Env, mail_from: Address) -> dict[str, Any]:
         ) from None
     if b"PRIVATE KEY-----" not in key:
         raise ConfigError("DKIM_PRIVATE_KEY_FILE does not hold a PEM private key")
+    from app.signing import SigningError, check_key
+
+    try:
+        check_key(domain, selector, key)
+    except SigningError as exc:
+        raise ConfigError(
+            f"DKIM_PRIVATE_KEY_FILE: {exc}; it must hold an RSA private key in "
+            "PEM, unencrypted (openssl genrsa 2048)"
+        ) from None
     return {"DKIM_DOMAIN": domain, "DKIM_SELECTOR": selector, "DKIM_PRIVATE_KEY": key}
 
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from collections.abc import Mapping
 from typing import NoReturn
 
 from flask import Flask
 
 log = logging.getLogger("formpost")
+
+# Exit statuses of a stopped start-up (sysexits.h). A bad setting (EX_CONFIG)
+# stays bad however often the service is restarted: the systemd units name it
+# in RestartPreventExitStatus=. A database that does not answer
+# (EX_UNAVAILABLE) may come back, so that one is restarted.
+EXIT_CONFIG = 78
+EXIT_UNAVAILABLE = 69
 
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
@@ -51,7 +60,12 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     except ConfigError as exc:
         if test_config is not None:
             raise
-        _stop("configuration", exc, "correct it in the environment or in .env")
+        _stop(
+            "configuration",
+            exc,
+            "correct it in the environment or in .env",
+            EXIT_CONFIG,
+        )
     app = Flask(
         __name__,
         instance_path=settings["INSTANCE_PATH"],
@@ -73,6 +87,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             f"cannot write to the instance folder {app.instance_path}: "
             f"{exc.strerror or exc}",
             "set INSTANCE_PATH to a folder this user can write to",
+            EXIT_CONFIG,
         )
     logs.init_app(app)
     security.init_app(app)
@@ -95,7 +110,12 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     except StorageError as exc:
         if test_config is not None:
             raise
-        _stop("database", exc, "check DATABASE_URL and that the database is up")
+        _stop(
+            "database",
+            _one_line(exc),
+            "check DATABASE_URL and that the database is up",
+            EXIT_UNAVAILABLE,
+        )
     transport = make_transport(app.config, app.instance_path)
     clock = SystemClock()
     app.extensions[EXTENSION] = Services(
@@ -107,6 +127,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         recipients=app.config["MAIL_RECIPIENTS"],
         recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
         backlog_limit=app.config["BACKLOG_LIMIT"],
+        dedupe_window=app.config["DEDUPE_WINDOW"],
         owners=Owners(OwnerStore(engine, clock)),
     )
 
@@ -130,9 +151,32 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     return app
 
 
-def _stop(check: str, problem: object, fix: str) -> NoReturn:
-    """Stop start-up with one line in the doctor's words instead of a traceback."""
-    raise SystemExit(
-        f"FAIL  {check}  {problem}\n      fix: {fix} (see .env.example), "
-        "then start again"
-    ) from None
+def _stop(check: str, problem: object, fix: str, status: int) -> NoReturn:
+    """Stop start-up with one line in the doctor's words instead of a traceback.
+
+    The line goes to stderr once (a JSON object with LOG_FORMAT=json), and the
+    process exits with `status`.
+    """
+    from config import setting
+
+    fix = f"{fix} (see .env.example), then start again"
+    if (setting("LOG_FORMAT") or "").strip().lower() == "json":
+        from .logs import json_line
+
+        line = json_line(
+            "CRITICAL", "formpost", f"FAIL  {check}  {problem}", check=check, fix=fix
+        )
+    else:
+        line = f"FAIL  {check}  {problem}\n      fix: {fix}"
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The database error without SQLAlchemy's class prefix and help link."""
+    lines = [
+        line.strip()
+        for line in str(exc).splitlines()
+        if not line.startswith("(Background on this error")
+    ]
+    return re.sub(r"\([\w.]+\) ", "", " ".join(line for line in lines if line))

@@ -9,7 +9,10 @@ A new gate (a spam verdict, attachments, more channels) is added here, once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +21,7 @@ from flask import g, has_request_context
 from . import metrics
 from .compose import Submission, compose, new_message_id
 from .ledger import Limits, new_receipt
+from .message import normalize_newlines
 from .services import Services
 
 log = logging.getLogger("formpost.accept")
@@ -45,12 +49,45 @@ class Post:
     limits: Limits | None = None
 
 
+def _norm(value: str) -> str:
+    # What a person sees as the same text: line endings, Unicode form and
+    # surrounding blanks do not make a post different.
+    return unicodedata.normalize("NFC", normalize_newlines(value)).strip()
+
+
+def content_fingerprint(post: Post) -> str | None:
+    """Return a digest of what the post says, from whom, to which form.
+
+    Two posts with the same digest within DEDUPE_WINDOW are one submission:
+    the same visitor sending the same text again (back and send, a reload).
+    None when the client is unknown: then different people could match.
+    """
+    if post.client_ip is None:
+        return None
+    content = [
+        "v1",
+        post.form_id,
+        post.client_ip,
+        post.recipient,
+        sorted(post.cc),
+        _norm(post.subject),
+        _norm(post.name),
+        _norm(post.email).lower(),
+        _norm(post.message),
+        sorted((name, _norm(value)) for name, value in post.fields),
+    ]
+    encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
 def accept(services: Services, post: Post) -> str:
     """Compose, check the limits and commit the post; return its receipt.
 
-    Only a committed post gets a receipt. Raise LimitExceeded when a limit
-    refuses it and StorageError when nothing could be stored; handlers.py
-    turns both into answers.
+    A repeat (the same form token or Idempotency-Key, or the same content
+    from the same client within DEDUPE_WINDOW) gets the first post's
+    receipt and stores nothing. Only a committed post gets a receipt. Raise
+    LimitExceeded when a limit refuses it and StorageError when nothing
+    could be stored; handlers.py turns both into answers.
     """
     recipients = services.recipients
     mail_from = services.mail_from
@@ -76,6 +113,9 @@ def accept(services: Services, post: Post) -> str:
         dedupe_key=post.dedupe_key,
         client_ip=post.client_ip,
         limits=post.limits,
+        fingerprint=content_fingerprint(post)
+        if post.limits is not None and post.limits.dedupe_window
+        else None,
     )
     metrics.submission(post.form_id, "accepted")
     if has_request_context():

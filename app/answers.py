@@ -16,13 +16,13 @@ from werkzeug.http import parse_accept_header
 
 from .forms import ContactForm
 from .origin import request_origin
+from .postbody import too_large_message
 from .services import services
 
 HTTP_MESSAGES = {
     400: "The request could not be understood.",
     404: "There is no page at this address.",
     405: "This address does not accept that kind of request.",
-    413: "What you sent is too large. Please shorten your message and try again.",
     415: "This kind of upload is not supported.",
 }
 REFUSAL_TITLES = {
@@ -67,13 +67,59 @@ def render_form(
     )
 
 
+# For errors that carry no code of their own (Rejected.codes).
+STATUS_CODES = {
+    400: "MALFORMED",
+    403: "ORIGIN_NOT_ALLOWED",
+    404: "NO_SUCH_FORM",
+    405: "METHOD_NOT_ALLOWED",
+    413: "TOO_LARGE",
+    415: "UNSUPPORTED_CONTENT_TYPE",
+    422: "INVALID",
+    429: "RATE_LIMITED",
+    503: "UNAVAILABLE",
+}
+
+
+def refusal_json(
+    status: int, errors: dict[str, str], codes: dict[str, str] | None = None
+) -> dict[str, object]:
+    """Build the JSON for a refusal, readable by the services' own snippets.
+
+    `errors` is a list of {field, code, message} (Formspree's snippet shows
+    `errors.map(e => e.message)`); `message` is the whole answer in words
+    (Web3Forms' and FormSubmit's snippets show it); `fields` maps each field
+    to its message. `field` is null for the post as a whole.
+    """
+    codes = codes or {}
+    fallback = STATUS_CODES.get(status, "ERROR")
+    listed = [
+        {
+            "field": None if name == "_form" else name,
+            "code": codes.get(name, fallback),
+            "message": text,
+        }
+        for name, text in errors.items()
+    ]
+    return {
+        "ok": False,
+        "success": False,
+        "message": " ".join(errors.values()),
+        "errors": listed,
+        "fields": errors,
+    }
+
+
 def refusal(
-    status: int, errors: dict[str, str], retry_after: int | None = None
+    status: int,
+    errors: dict[str, str],
+    retry_after: int | None = None,
+    codes: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
     """Answer a refused cross-site post: JSON, or a page with a link back."""
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if wants_json():
-        return jsonify(ok=False, errors=errors), status, headers
+        return jsonify(refusal_json(status, errors, codes)), status, headers
     body = render_template(
         "error.html",
         code=status,
@@ -85,11 +131,18 @@ def refusal(
     return body, status, headers
 
 
+def http_message(code: int) -> str | None:
+    """Say in words what an HTTP error means for the visitor."""
+    if code == 413:
+        return too_large_message(current_app.config["MAX_CONTENT_LENGTH"])
+    return HTTP_MESSAGES.get(code)
+
+
 def error_page(
     code: int, title: str, message: str | None = None
 ) -> ResponseReturnValue:
     """Render our error page for anything but a refused post."""
-    message = message or HTTP_MESSAGES.get(code, "Something went wrong.")
+    message = message or http_message(code) or "Something went wrong."
     return (
         render_template("error.html", code=code, title=title, message=message),
         code,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from types import FrameType
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -14,6 +16,23 @@ from .ledger import STATES, Ledger
 from .services import services
 
 outbox = AppGroup("outbox", help="Inspect and manage the delivery queue.")
+# Row ids are 64-bit on PostgreSQL and SQLite alike.
+MAX_ID = 2**63 - 1
+MAX_LIMIT = 100_000
+MAX_DAYS = 36_500.0
+
+
+class Seconds(click.FloatRange):
+    """A finite number within a range: click's FloatRange lets nan and inf by."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        """Parse and range-check the value, refusing nan and infinities."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _ledger() -> Ledger:
@@ -76,7 +95,13 @@ def status_command() -> None:
 
 @outbox.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only rows in this state.")
-@click.option("--limit", default=50, show_default=True, help="How many rows.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LIMIT),
+    default=50,
+    show_default=True,
+    help="How many rows.",
+)
 def list_command(state: str | None, limit: int) -> None:
     """List submissions, newest first."""
     ledger = _ledger()
@@ -100,7 +125,7 @@ def list_command(state: str | None, limit: int) -> None:
 
 
 @outbox.command("retry")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=click.IntRange(1, MAX_ID))
 @click.option("--all-failed", is_flag=True, help="Requeue every failed message.")
 def retry_command(ids: tuple[int, ...], all_failed: bool) -> None:
     """Move failed messages back to the queue, due now."""
@@ -116,7 +141,7 @@ def retry_command(ids: tuple[int, ...], all_failed: bool) -> None:
 @click.option(
     "--sent-older-than",
     "days",
-    type=click.FloatRange(min=0),
+    type=Seconds(0, MAX_DAYS),
     required=True,
     help="Delete sent messages older than this many days.",
 )

@@ -150,7 +150,12 @@ def compose(
         text = normalize_newlines(submission.message)
     if not text.endswith("\n"):
         text += "\n"
-    html = _html(submission.subject, _describe_sender(submission), text[:-1], fields)
+    sender = _describe_sender(submission)
+    html = _html(submission.subject, sender, text[:-1], fields)
+    if sender:
+        # Who wrote, in the text part too: some owners read only that part,
+        # and a forwarded text part loses the Reply-To header.
+        text = f"From: {sender}\n\n{text}"
     # A boundary made of "=" runs cannot occur inside quoted-printable text,
     # where every "=" is itself encoded.
     boundary = f"==============={secrets.randbelow(10**19):019d}=="

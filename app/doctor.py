@@ -22,9 +22,11 @@ import click
 from flask import Flask, current_app
 
 from .accept import Post, accept
+from .cli import Seconds
 from .errors import StorageError
 from .ledger import SCHEMA_VERSION, current_version
 from .services import EXTENSION, Services
+from .signing import SigningError, check_key
 from .smtp import SMTPSettings
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -100,6 +102,8 @@ class Doctor:
     def run(self) -> Report:
         """Run every check; return the report."""
         self.report.add(PASS, "configuration", "settings parse")
+        if self.config.get("DKIM_DOMAIN"):
+            self.check_dkim_key()
         self.check_database()
         if self.config["SMTP_HOST"]:
             self.check_relay()
@@ -112,6 +116,31 @@ class Doctor:
             )
         self.check_dns()
         return self.report
+
+    # -- DKIM key ------------------------------------------------------------
+
+    def check_dkim_key(self) -> None:
+        """Sign a sample message with the configured key, as delivery will.
+
+        Start-up already refuses a key that cannot sign; this catches one
+        that stopped signing since (the doctor can run in a live process).
+        """
+        config = self.config
+        try:
+            check_key(
+                config["DKIM_DOMAIN"],
+                config["DKIM_SELECTOR"],
+                config["DKIM_PRIVATE_KEY"],
+            )
+        except SigningError as exc:
+            self.report.add(
+                FAIL,
+                "dkim key",
+                str(exc),
+                "put an unencrypted RSA private key in PEM in DKIM_PRIVATE_KEY_FILE",
+            )
+            return
+        # A key that signs is part of "settings parse": no line of its own.
 
     # -- database ----------------------------------------------------------
 
@@ -605,28 +634,64 @@ def _public_key_b64(private_pem: bytes) -> str:
     return base64.b64encode(der).decode("ascii")
 
 
+class DNSServer(click.ParamType):
+    """HOST or HOST:PORT of a DNS server: an IP address, and a port 1-65535."""
+
+    name = "host[:port]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: Any
+    ) -> tuple[str, int]:
+        """Return (address, port), or fail with a usage error saying why."""
+        import ipaddress
+
+        host, port = str(value), "53"
+        if host.startswith("["):  # [::1]:5353
+            host, _, rest = host[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif host.count(":") == 1:
+            host, _, port = host.partition(":")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            self.fail(f"{host!r} is not an IP address", param, ctx)
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            self.fail(f"port {port!r} is not a number from 1 to 65535", param, ctx)
+        return host, int(port)
+
+
 @click.command("doctor")
 @click.option("--send-test", "alias", help="Also send a real test message to ALIAS.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per check.")
 @click.option(
-    "--wait", default=60.0, show_default=True, help="Seconds to wait for --send-test."
+    "--timeout",
+    type=Seconds(0, 600, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds per check.",
+)
+@click.option(
+    "--wait",
+    type=Seconds(0, 86400),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for --send-test.",
 )
 @click.option(
     "--dns-server",
+    type=DNSServer(),
     help="Ask this DNS server (HOST or HOST:PORT) instead of the system's.",
 )
 def doctor_command(
-    alias: str | None, timeout: float, wait: float, dns_server: str | None
+    alias: str | None, timeout: float, wait: float, dns_server: tuple[str, int] | None
 ) -> None:
     """Check configuration, database, relay and DNS; exit 1 on any failure."""
     resolver = None
     if dns_server:
         import dns.resolver
 
-        host, _, port = dns_server.partition(":")
         resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [host]
-        resolver.port = int(port or 53)
+        resolver.nameservers = [dns_server[0]]
+        resolver.port = dns_server[1]
     doctor = Doctor(current_app._get_current_object(), timeout, resolver)  # type: ignore[attr-defined]
     report = doctor.run()
     if alias:

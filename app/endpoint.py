@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from flask import (
     Blueprint,
     Response,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -28,6 +28,7 @@ from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
 from .origin import client_ip, origin_allowed, request_origin
+from .postbody import read_pairs
 from .redirects import safe_next
 from .services import services
 
@@ -36,6 +37,9 @@ log = logging.getLogger("formpost.endpoint")
 
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$")
+# Shown by the drop-in snippets of Web3Forms (json.message) and FormSubmit
+# (data.message) as they are.
+THANKS = "Thank you! Your message has been received."
 PREFLIGHT_HEADERS = {"content-type", "accept", "idempotency-key"}
 
 
@@ -48,35 +52,8 @@ def _form_or_404(form_id: str) -> FormDef:
 
 def _fields() -> list[tuple[str, str]]:
     """Read the post as (name, value) pairs in submitted order."""
-    if request.is_json:
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise Rejected(400, {"_form": "Send a JSON object of field names."})
-        return [(str(k), _json_value(str(k), v)) for k, v in data.items()]
-    mimetype = request.mimetype
-    if mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise Rejected(
-            415,
-            {
-                "_form": "Send the form as application/x-www-form-urlencoded, "
-                "multipart/form-data or application/json."
-            },
-        )
-    if any(f.filename for f in request.files.values()):
-        raise Rejected(415, {"_form": "File uploads are not supported."})
-    return collect(request.form.items(multi=True))
-
-
-def _json_value(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float | str):
-        return str(value)
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return ", ".join(str(v) for v in value)
-    raise Rejected(422, {name: "Use text, a number, true/false or a list of text."})
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return collect(read_pairs(request, limit))
 
 
 def _dedupe_key(form: FormDef) -> str | None:
@@ -135,7 +112,9 @@ def _accepted(
     form: FormDef, receipt: str, next_value: str, origin: str | None
 ) -> ResponseReturnValue:
     if wants_json():
-        return jsonify(ok=True, id=receipt), 202
+        # 200, with both services' success keys: Web3Forms' snippet checks
+        # the status is 200, FormSubmit's reads `success`; both show `message`.
+        return jsonify(ok=True, success=True, id=receipt, message=THANKS), 200
     target = safe_next(next_value, origin, form.redirect_hosts) if next_value else None
     if target is None:
         back = origin if origin in form.allowed_origins else None

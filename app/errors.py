@@ -65,13 +65,20 @@ class Rejected(Exception):
     """A request we refuse, with a status, per-field messages and maybe a wait.
 
     `errors` maps field names (or "_form" for the whole post) to messages a
-    person understands. handlers.py turns it into JSON or a page.
+    person understands; `codes` gives some of them a machine-readable code
+    (e.g. "TYPE_EMAIL") for JSON clients. handlers.py turns it into JSON or
+    a page.
     """
 
     def __init__(
-        self, status: int, errors: dict[str, str], retry_after: int | None = None
+        self,
+        status: int,
+        errors: dict[str, str],
+        retry_after: int | None = None,
+        codes: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status}: {errors}")
         self.status = status
         self.errors = errors
         self.retry_after = retry_after
+        self.codes = codes or {}

@@ -1,5 +1,6 @@
-"""Read the fields a site posted: drop-in names from Formspree, FormSubmit and
-the classic PHP script, mapped to our meaning. Pure: no Flask, no I/O.
+"""Read the fields a site posted: drop-in names from Formspree, Web3Forms,
+FormSubmit and the classic PHP script, mapped to our meaning. Pure: no Flask,
+no I/O.
 
 | meaning            | field names (case-insensitive, first non-empty wins)   |
 | ------------------ | ------------------------------------------------------- |
@@ -8,9 +9,13 @@ the classic PHP script, mapped to our meaning. Pure: no Flask, no I/O.
 | subject            | _subject, subject, title                                |
 | redirect           | _next, redirect, redirectTo                             |
 | recipient          | toemail, to, recipient (an alias or configured address) |
-| copies             | _cc, cc, _bcc, bcc (only the form's own recipients)     |
+| copies             | _cc, cc, _bcc, bcc, ccemail (only the form's recipients)|
 | honeypot           | _gotcha, _honey, botcheck, honeypot, the form's own     |
 | main text          | content, message, body                                  |
+| ignored (IGNORED)  | access_key, from_name, _template, _captcha, ...         |
+
+Steering fields never go into the email body; `email`, `name`, the main text
+and a `title` that did not become the subject are the visitor's words and do.
 """
 
 from __future__ import annotations
@@ -31,11 +36,32 @@ NAME = ("name",)
 SUBJECT = ("_subject", "subject", "title")
 REDIRECT = ("_next", "redirect", "redirectto")
 RECIPIENT = ("toemail", "to", "recipient")
-CC = ("_cc", "cc", "_bcc", "bcc")
+CC = ("_cc", "cc", "_bcc", "bcc", "ccemail")
 HONEYPOTS = ("_gotcha", "_honey", "botcheck", "honeypot")
 MESSAGE = ("content", "message", "body")
+# Other services' steering fields that Formpost recognises and leaves out,
+# and why (the README's table says the same).
+IGNORED = {
+    "access_key": "Web3Forms' account key: the form's address (/f/<form>) "
+    "already says where the mail goes",
+    "from_name": "the sender is always MAIL_FROM, set by the operator",
+    "_template": "every email has the same plain-text and HTML layout",
+    "_captcha": "there is no CAPTCHA; the honeypot and rate limits stop bots",
+    "_autoresponse": "Formpost never mails an address a visitor typed",
+    "_webhook": "Formpost never calls a URL a visitor supplied",
+    "_blacklist": "spam filtering is not set by the posting page",
+    "_url": "the posting page is known from its Origin",
+    "_language": "Formpost's pages are in English",
+    "_format": "every email has a plain-text and an HTML part",
+}
 # Not shown in the email: they steer Formpost, they are not the visitor's words.
-_STEERING = set(REDIRECT + RECIPIENT + CC + HONEYPOTS)
+_STEERING = set(
+    REDIRECT + RECIPIENT + CC + HONEYPOTS + ("_subject", "subject", "replyto")
+) | set(IGNORED)
+
+# Written for people; the hosted form says the same (forms.py).
+EMAIL_EXAMPLE = "Enter an email address like name@example.com."
+EMAIL_ONE_LINE = "Enter one email address, on one line, like name@example.com."
 
 # The same limits as the hosted form's (forms.py takes them from here).
 MAX_FIELDS = 50
@@ -79,13 +105,31 @@ def interpret(
 ) -> Interpreted:
     """Map posted fields to their meaning; raise Rejected (400/422) if unusable."""
     if len(pairs) > MAX_FIELDS:
-        raise Rejected(400, {"_form": f"Too many fields (at most {MAX_FIELDS})."})
+        raise Rejected(
+            400,
+            {
+                "_form": f"This form takes at most {MAX_FIELDS} fields; "
+                f"the post had {len(pairs)}."
+            },
+            codes={"_form": "TOO_MANY_FIELDS"},
+        )
     lowered: dict[str, str] = {}
     for name, value in pairs:
         if not name or len(name) > MAX_NAME or header_text_problem(name):
-            raise Rejected(400, {"_form": "A field has an unusable name."})
+            raise Rejected(
+                400,
+                {
+                    "_form": f"A field name is empty, longer than {MAX_NAME} "
+                    "characters or holds control characters."
+                },
+                codes={"_form": "BAD_FIELD_NAME"},
+            )
         if len(value) > MAX_VALUE:
-            raise Rejected(400, {name: f"Keep this under {MAX_VALUE:,} characters."})
+            raise Rejected(
+                400,
+                {name: f"Keep {name} under {MAX_VALUE:,} characters."},
+                codes={name: "TOO_LONG"},
+            )
         lowered.setdefault(name.lower(), value)
 
     def first(names: tuple[str, ...]) -> tuple[str, str]:
@@ -109,23 +153,30 @@ def interpret(
     # well-formed but unusable address is unprocessable (422).
     malformed: dict[str, str] = {}
     invalid: dict[str, str] = {}
-    one_line = "Use one line of plain text, at most {} characters."
+    codes: dict[str, str] = {}
+
+    def one_line(key: str, most: int) -> None:
+        malformed[key] = f"Write {key} on one line, at most {most} characters."
+        codes[key] = "ONE_LINE"
+
     subject_key, subject = first(SUBJECT)
     if subject and (header_text_problem(subject) or len(subject) > MAX_SUBJECT):
-        malformed[subject_key] = one_line.format(MAX_SUBJECT)
+        one_line(subject_key, MAX_SUBJECT)
     name_key, name = first(NAME)
     if name and (header_text_problem(name) or len(name) > MAX_NAME):
-        malformed[name_key] = one_line.format(MAX_NAME)
+        one_line(name_key, MAX_NAME)
     reply_key, reply_to = first(REPLY_TO)
     if reply_to and header_text_problem(reply_to):
-        malformed[reply_key] = "Use a single email address on one line."
+        malformed[reply_key] = EMAIL_ONE_LINE
+        codes[reply_key] = "TYPE_EMAIL"
     elif reply_to:
         try:
             reply_to = reply_address(reply_to)
         except EmailNotValidError:
-            invalid[reply_key] = "Enter a valid email address."
+            invalid[reply_key] = EMAIL_EXAMPLE
+            codes[reply_key] = "TYPE_EMAIL"
     if malformed:
-        raise Rejected(400, malformed)
+        raise Rejected(400, malformed, codes=codes)
 
     by_address = {
         str(recipients[a].address.addr_spec).lower(): a for a in form.recipients
@@ -142,7 +193,14 @@ def interpret(
     if wanted:
         chosen = allowed(wanted)
         if chosen is None:
-            raise Rejected(400, {recipient_key: "Unknown recipient."})
+            raise Rejected(
+                400,
+                {
+                    recipient_key: "Unknown recipient: choose one of this form's "
+                    "recipients."
+                },
+                codes={recipient_key: "UNKNOWN_RECIPIENT"},
+            )
         recipient = chosen
 
     cc: list[str] = []
@@ -157,20 +215,21 @@ def interpret(
             elif alias != recipient and alias not in cc:
                 cc.append(alias)
 
+    hidden = _STEERING | honeypot_names | {subject_key}
     shown = [
-        (n, v)
-        for n, v in pairs
-        if not n.startswith("_")
-        and n.lower() not in _STEERING
-        and n.lower() not in honeypot_names
+        (n, v) for n, v in pairs if not n.startswith("_") and n.lower() not in hidden
     ]
     for n in form.required:
         if not lowered.get(n.lower(), "").strip():
-            invalid[n] = "This field is required."
+            invalid[n] = f"Please fill in {n}: this form requires it."
+            codes[n] = "REQUIRED_FIELD_MISSING"
     if not any(v.strip() for _, v in shown):
-        invalid["_form"] = "The form is empty."
+        invalid["_form"] = (
+            "The form arrived empty. Please fill it in and send it again."
+        )
+        codes["_form"] = "EMPTY"
     if invalid:
-        raise Rejected(422, invalid)
+        raise Rejected(422, invalid, codes=codes)
 
     return Interpreted(
         recipient=recipient,

@@ -15,7 +15,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from .clock import Clock
 from .compose import reply_address
-from .fieldmap import MAX_NAME, MAX_SUBJECT, MAX_VALUE
+from .fieldmap import EMAIL_EXAMPLE, MAX_NAME, MAX_SUBJECT, MAX_VALUE
 from .message import header_text_problem, normalize_newlines
 from .services import services
 
@@ -86,8 +86,9 @@ def email_syntax(form: FlaskForm, field: EmailField) -> None:
         return
     try:
         field.data = reply_address(field.data)
-    except EmailNotValidError as exc:
-        raise ValidationError(f"Enter a valid email address ({exc}).") from None
+    except EmailNotValidError:
+        # The validator's own reason is written for developers.
+        raise ValidationError(EMAIL_EXAMPLE) from None
 
 
 class AliasField(SelectField):

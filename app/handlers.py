@@ -15,7 +15,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
-from .answers import HTTP_MESSAGES, error_page, refusal, render_form
+from .answers import error_page, http_message, refusal, render_form
 from .errors import Rejected, StorageError
 from .forms import hosted_form
 from .ledger import LimitExceeded
@@ -83,7 +83,7 @@ def init_app(app: Flask) -> None:
     def _rejected(exc: Rejected) -> ResponseReturnValue:
         log.info("rejected %s %s: %s", request.method, request.path, exc.status)
         _count(REJECTION_REASONS.get(exc.status, "invalid"))
-        return refusal(exc.status, exc.errors, exc.retry_after)
+        return refusal(exc.status, exc.errors, exc.retry_after, exc.codes)
 
     @app.errorhandler(LimitExceeded)
     def _limited(exc: LimitExceeded) -> ResponseReturnValue:
@@ -128,7 +128,7 @@ def init_app(app: Flask) -> None:
         code = exc.code or 500
         if request.method == "POST" and code in REJECTION_REASONS:
             _count(REJECTION_REASONS[code])
-        message = HTTP_MESSAGES.get(code, exc.description or "Something went wrong.")
+        message = http_message(code) or exc.description or "Something went wrong."
         if _endpoint() or request.path.startswith("/f/"):
             return refusal(code, {"_form": message})
         return error_page(code, exc.name, message)

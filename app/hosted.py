@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, current_app, redirect, render_template, session, url_for
 from flask.typing import ResponseReturnValue
 
@@ -13,7 +15,16 @@ from .origin import client_ip
 from .services import services
 
 bp = Blueprint("hosted", __name__)
-TOO_FAST = "That was quick! Please check your message, then send it again."
+
+
+def too_fast(wait: float) -> str:
+    """Tell a visitor who sent faster than MIN_FILL_SECONDS how long to wait."""
+    seconds = max(1, math.ceil(wait))
+    unit = "second" if seconds == 1 else "seconds"
+    return (
+        "That was quick! Please check your message, wait "
+        f"{seconds} more {unit}, then send it again."
+    )
 
 
 @bp.get("/")
@@ -42,11 +53,14 @@ def submit() -> ResponseReturnValue:
     age = form_token_age(cfg["SECRET_KEY"], form.form_token.data, svc.clock)
     if age is None:
         form.form_token.data = new_form_token(cfg["SECRET_KEY"], svc.clock)
-    if cfg["MIN_FILL_SECONDS"] and (age is None or age < cfg["MIN_FILL_SECONDS"]):
+    least = cfg["MIN_FILL_SECONDS"]
+    if least and (age is None or age < least):
         # Faster than a person types: most likely a bot. A person loses
-        # nothing: the form comes back filled in and the next try passes.
+        # nothing: the form comes back filled in, saying how long to wait,
+        # and the next try after that passes. A bad token was replaced by a
+        # fresh one above, so the whole minimum starts again.
         metrics.submission("hosted", "rejected", "too_fast")
-        return render_form(form, 400, notice=TOO_FAST)
+        return render_form(form, 400, notice=too_fast(least - (age or 0.0)))
 
     session["receipt"] = accept(
         svc,

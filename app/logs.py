@@ -89,8 +89,20 @@ class TextFormatter(logging.Formatter):
         return f"{text} {' '.join(extra)}" if extra else text
 
 
+class NotFormpost(logging.Filter):
+    """Pass other loggers' records: Formpost's have a handler of their own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "formpost" and not record.name.startswith("formpost.")
+
+
 def configure(level: str, fmt: str) -> None:
-    """Send Formpost's loggers to stderr in the chosen format (idempotent)."""
+    """Send Formpost's loggers to stderr in the chosen format (idempotent).
+
+    With JSON, every other logger's lines (libraries, Flask, Python warnings)
+    are JSON too, unless someone else (gunicorn.conf.py, pytest) already
+    handles the root logger.
+    """
     logger = logging.getLogger("formpost")
     logger.setLevel(level)
     handler = next((h for h in logger.handlers if getattr(h, "formpost", False)), None)
@@ -106,6 +118,23 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         root.setLevel(logging.WARNING)
+        if fmt == "json":
+            others = logging.StreamHandler()
+            others.addFilter(NotFormpost())
+            others.setFormatter(JSONFormatter())
+            root.addHandler(others)
+            logging.captureWarnings(True)
+
+
+def json_line(level: str, logger: str, message: str, **fields: object) -> str:
+    """One JSON log line made without a logging set-up (start-up failures)."""
+    record = logging.LogRecord(
+        logger, logging.getLevelName(level), "", 0, "", None, None
+    )
+    record.msg = message
+    line = json.loads(JSONFormatter().format(record))
+    line.update(fields)
+    return json.dumps(line, ensure_ascii=False)
 
 
 def init_app(app: Flask) -> None:

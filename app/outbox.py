@@ -25,6 +25,7 @@ from .errors import (
     ConfigurationError,
     DeliveryError,
     PermanentError,
+    StorageError,
     TransientError,
 )
 from .ledger import Claimed, Ledger, Outcome
@@ -41,10 +42,19 @@ IDLE_CHECK = 1.0
 # Seconds between records of a working relay (see Worker._record_relay_ok).
 RELAY_OK_EVERY = 5.0
 # The recorder gathers outcomes for up to this long (or this many) before it
-# commits them: one disk sync for a run of messages instead of one each. A
-# crash loses at most these, and their rows are sent again (see _Recorder).
+# commits them: one disk sync for a run of messages instead of one each.
 RECORD_GATHER = 0.005
 RECORD_BATCH = 8
+# At most this many outcomes are waiting to be committed, counting the batch
+# being committed; the sending thread waits for room. A crash loses at most
+# these, plus the message the relay was accepting meanwhile: their rows are
+# sent again after the lease (RESEND_BOUND, stated in the README).
+RECORD_UNRECORDED = 8
+RESEND_BOUND = RECORD_UNRECORDED + 1
+# While the database refuses outcomes, try again after these many seconds
+# (doubling); give up once the rows' lease is over: they are sent again.
+RECORD_RETRY_FIRST = 0.05
+RECORD_RETRY_MAX = 2.0
 
 
 class _RelayUnavailable(Exception):
@@ -99,24 +109,37 @@ class _Recorder:
     While the relay handles the next messages, the outcomes of the last ones
     are committed (both wait on I/O, so the GIL is free), and only then are
     their "delivered" lines logged. Outcomes that arrive within RECORD_GATHER of
-    each other share one transaction and one disk sync. Only outcomes not yet
-    committed, those of the last few milliseconds, can be lost to a crash;
-    their rows come back after the lease and are sent again with the same
-    Message-ID, the window any mail system has between the relay's 250 and
-    its own record.
+    each other share one transaction and one disk sync. At most
+    RECORD_UNRECORDED outcomes wait uncommitted: put() blocks the sending
+    thread until there is room, so a slow or unavailable database stops
+    sending instead of piling up messages the relay accepted and the ledger
+    does not know. Only those can be lost to a crash; their rows come back
+    after the lease and are sent again with the same Message-ID, the window
+    any mail system has between the relay's 250 and its own record.
     """
 
     _FLUSH = object()  # queued by flush(): commit what is gathered, now
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, give_up_after: float = 300.0) -> None:
         self.ledger = ledger
+        self.give_up_after = give_up_after
         self.queue: queue.Queue[Any] = queue.Queue()
+        self._room = threading.BoundedSemaphore(RECORD_UNRECORDED)
         self._hurry = threading.Event()  # set by flush(): stop gathering
         self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self.thread.start()
 
     def put(self, outcome: Outcome, then: Callable[[], None] | None = None) -> None:
-        """Queue an outcome; `then` runs once it is committed (or lost)."""
+        """Queue an outcome; `then` runs once it is committed (or lost).
+
+        Wait while RECORD_UNRECORDED outcomes are not yet committed.
+        """
+        if not self._room.acquire(blocking=False):
+            # The sender waits: commit what is there now. put() and flush()
+            # both run on the sending thread, so clearing here is safe.
+            self._hurry.set()
+            self._room.acquire()
+            self._hurry.clear()
         self.queue.put((outcome, then))
 
     def flush(self) -> None:
@@ -140,15 +163,46 @@ class _Recorder:
                 break
         return batch
 
+    def _settle(self, outcomes: list[Outcome]) -> list[bool]:
+        """Commit the outcomes, trying again while the database refuses.
+
+        Until the lease is over: then the rows are another worker's to send,
+        and the record no longer matters.
+        """
+        deadline = time.monotonic() + self.give_up_after
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                return self.ledger.settle(outcomes)
+            except StorageError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "could not record %d outcomes, giving up (their rows are "
+                        "sent again after the lease): %s",
+                        len(outcomes),
+                        exc,
+                    )
+                    return [True] * len(outcomes)
+                log.warning(
+                    "could not record %d outcomes, trying again in %.2f s: %s",
+                    len(outcomes),
+                    delay,
+                    exc,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX)
+
     def _run(self) -> None:
         while True:
             batch = self._gather()
             items = [item for item in batch if item is not self._FLUSH]
             try:
-                held = self.ledger.settle([o for o, _ in items]) if items else []
-            except Exception:  # noqa: BLE001 - the rows return after the lease
+                held = self._settle([o for o, _ in items]) if items else []
+            except Exception:  # noqa: BLE001 - a bug must not stop the worker
                 log.exception("could not record %d outcomes", len(items))
                 held = [True] * len(items)
+            for _ in items:
+                self._room.release()
             for (outcome, then), ok in zip(items, held, strict=True):
                 if not ok:
                     log.warning(
@@ -219,7 +273,7 @@ class Worker:
     def deliver(self, rows: list[Claimed]) -> None:
         """Send claimed rows over one reused connection, recording each outcome."""
         if self._recorder is None:
-            self._recorder = _Recorder(self.ledger)
+            self._recorder = _Recorder(self.ledger, self.settings.lease)
         waiting = list(rows)
         lease_end = self.clock.now() + self.settings.lease
         relay_error: DeliveryError | None = None

@@ -31,7 +31,7 @@ from .transport import Transport
 EXTENSION = "formpost"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     """Everything the request path, the CLI and the workers share."""
 
@@ -44,6 +44,7 @@ class Services:
     recipient_daily_quota: int
     backlog_limit: int
     owners: Owners
+    dedupe_window: float = 0.0
 
     @property
     def clock(self) -> Clock:
@@ -56,6 +57,7 @@ class Services:
             rate=rate,
             recipient_daily=self.recipient_daily_quota,
             backlog=self.backlog_limit,
+            dedupe_window=self.dedupe_window,
         )
 
     def worker(self, rand: Callable[[], float] = random.random) -> Worker:

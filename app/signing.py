@@ -13,6 +13,7 @@ import dataclasses
 
 import dkim
 
+from .errors import ConfigurationError
 from .message import Envelope, SendResult
 from .transport import Session, Transport
 
@@ -27,6 +28,15 @@ SIGNED_HEADERS = (
     b"MIME-Version",
     b"Content-Type",
 )
+# A small message the key must sign at start-up, before anything is accepted.
+SAMPLE = (
+    b"From: Formpost <formpost@example.com>\r\nTo: <check@example.com>\r\n"
+    b"Subject: DKIM key check\r\nMessage-ID: <check@example.com>\r\n\r\nok\r\n"
+)
+
+
+class SigningError(ValueError):
+    """The key cannot sign: not an RSA private key in PEM that dkimpy reads."""
 
 
 class Signer:
@@ -38,17 +48,30 @@ class Signer:
         self.private_key = private_key
 
     def sign(self, data: bytes) -> bytes:
-        """Return `data` with a DKIM-Signature header in front."""
-        signature = dkim.sign(
-            data,
-            self.selector,
-            self.domain,
-            self.private_key,
-            canonicalize=(b"relaxed", b"simple"),
-            include_headers=list(SIGNED_HEADERS),
-            linesep=b"\r\n",
-        )
+        """Return `data` with a DKIM-Signature header in front.
+
+        Raise SigningError when the key cannot sign (a malformed key file).
+        """
+        try:
+            signature = dkim.sign(
+                data,
+                self.selector,
+                self.domain,
+                self.private_key,
+                canonicalize=(b"relaxed", b"simple"),
+                include_headers=list(SIGNED_HEADERS),
+                linesep=b"\r\n",
+            )
+        except (dkim.DKIMException, ValueError) as exc:
+            # dkimpy's messages run over several lines; one is enough here.
+            detail = " ".join(str(exc).split())
+            raise SigningError(f"the DKIM key cannot sign: {detail}") from exc
         return signature + data
+
+
+def check_key(domain: str, selector: str, private_key: bytes) -> None:
+    """Sign a sample message with the key; raise SigningError if it cannot."""
+    Signer(domain, selector, private_key).sign(SAMPLE)
 
 
 class SigningTransport:
@@ -77,7 +100,12 @@ class _SigningSession:
         self.signer = signer
 
     def send(self, envelope: Envelope, deadline: float | None = None) -> SendResult:
-        signed = dataclasses.replace(envelope, data=self.signer.sign(envelope.data))
+        try:
+            data = self.signer.sign(envelope.data)
+        except SigningError as exc:
+            # Our key, not the message: keep it pending and alert the operator.
+            raise ConfigurationError(f"{exc} (check DKIM_PRIVATE_KEY_FILE)") from exc
+        signed = dataclasses.replace(envelope, data=data)
         return self.inner.send(signed, deadline=deadline)
 
     def alive(self) -> bool:

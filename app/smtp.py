@@ -6,7 +6,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,34 +20,108 @@ from .message import PLAIN_ADDRESS, Envelope, SendResult
 from .urls import is_loopback
 
 
+class _DeadlineReader:
+    """smtplib's reply file, reading each chunk within what is left of a deadline.
+
+    smtplib reads replies with `file.readline()` on `sock.makefile()`, whose
+    every read waits the socket timeout afresh: a relay that drips one line
+    (or one byte) at a time, a `220-` banner or `250-` continuation lines,
+    could hold the attempt for ever. Here the timeout is re-armed from the
+    deadline before every read, so the whole reply ends by the deadline.
+    """
+
+    def __init__(self, sock: socket.socket, arm: Callable[[], None]) -> None:
+        self._sock = sock
+        self._arm = arm
+        self._buffer = bytearray()
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Return one line (up to `limit` bytes), or what came before EOF."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                size = end + 1
+                break
+            if 0 <= limit <= len(self._buffer):
+                size = limit
+                break
+            self._arm()
+            chunk = self._sock.recv(8192)
+            if not chunk:
+                size = len(self._buffer)
+                break
+            self._buffer += chunk
+        if limit >= 0:
+            size = min(size, limit)
+        line = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return line
+
+    def close(self) -> None:
+        """Forget buffered bytes (smtplib closes the socket itself)."""
+        self._buffer.clear()
+
+
 class _DeadlineMixin:
     """Bound a whole SMTP exchange, not just each socket operation.
 
     smtplib's timeout applies per read or write, so a relay that answers
-    slowly but steadily could hold a worker far beyond its lease. Before each
-    command and reply the socket timeout is cut to what is left of `deadline`
-    (a time.monotonic() value).
+    slowly but steadily could hold a worker far beyond its lease. Every read
+    and write, from the connection and banner on, waits at most what is left
+    of `deadline` (a time.monotonic() value), and a timeout is reported as
+    one (TimeoutError), not as a dropped connection: the relay may have
+    accepted the message, so it must not be sent again on a new connection.
     """
 
     deadline: float | None = None
     timeout: float
     sock: socket.socket | None
+    file: Any
 
-    def _arm(self) -> None:
-        if self.deadline is None or self.sock is None:
-            return
+    def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any):
+        # Set before smtplib's constructor connects and reads the banner.
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _budget(self) -> float:
+        """Seconds the next socket operation may wait."""
+        if self.deadline is None:
+            return self.timeout
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("SMTP attempt deadline exceeded")
-        self.sock.settimeout(min(self.timeout, remaining))
+        return min(self.timeout, remaining)
+
+    def _arm(self) -> None:
+        if self.deadline is not None and self.sock is not None:
+            self.sock.settimeout(self._budget())
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return super()._get_socket(host, port, self._budget())  # type: ignore[misc]
 
     def send(self, s: bytes | str) -> None:
         self._arm()
-        super().send(s)  # type: ignore[misc]
+        try:
+            super().send(s)  # type: ignore[misc]
+        except smtplib.SMTPServerDisconnected as exc:
+            _raise_timeout(exc)
+            raise
 
     def getreply(self) -> tuple[int, bytes]:
         self._arm()
-        return super().getreply()  # type: ignore[misc]
+        if self.file is None and self.sock is not None:
+            self.file = _DeadlineReader(self.sock, self._arm)
+        try:
+            return super().getreply()  # type: ignore[misc]
+        except smtplib.SMTPServerDisconnected as exc:
+            _raise_timeout(exc)
+            raise
+
+
+def _raise_timeout(exc: smtplib.SMTPServerDisconnected) -> None:
+    """Undo smtplib's "Connection unexpectedly closed" for what was a timeout."""
+    if isinstance(exc.__context__, TimeoutError):
+        raise TimeoutError(str(exc.__context__) or "timed out") from exc
 
 
 class _PlainAddressMixin:
@@ -85,8 +159,16 @@ class _SMTP(_PlainAddressMixin, _DeadlineMixin, smtplib.SMTP):
 
 
 class _SMTP_SSL(_PlainAddressMixin, _DeadlineMixin, smtplib.SMTP_SSL):
-    pass
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib would give the TLS handshake the connect's whole timeout
+        # again; here it gets what is left of the deadline after connecting.
+        sock = smtplib.SMTP._get_socket(self, host, port, self._budget())
+        sock.settimeout(self._budget())
+        return self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
 
+
+# Seconds to wait for the answer to QUIT: a goodbye is not worth a long wait.
+QUIT_WAIT = 5.0
 
 # 552 on RCPT means "too many recipients" (RFC 5321 4.5.3.1.10): try again later.
 _TRANSIENT_5XX_ON_RCPT = {552}
@@ -160,17 +242,18 @@ class SMTPTransport:
 
     def _connect(self, deadline: float | None) -> smtplib.SMTP:
         s = self.settings
-        timeout = s.timeout
-        if deadline is not None:
-            timeout = min(timeout, max(deadline - time.monotonic(), 0.001))
-        # The constructor connects and reads the banner within `timeout`.
+        # The constructor connects and reads the banner, within `deadline`.
         smtp: _SMTP | _SMTP_SSL
         if s.security == "tls":
-            smtp = _SMTP_SSL(s.host, s.port, timeout=timeout, context=self._context)
+            smtp = _SMTP_SSL(
+                s.host,
+                s.port,
+                timeout=s.timeout,
+                context=self._context,
+                deadline=deadline,
+            )
         else:
-            smtp = _SMTP(s.host, s.port, timeout=timeout)
-        smtp.timeout = s.timeout
-        smtp.deadline = deadline
+            smtp = _SMTP(s.host, s.port, timeout=s.timeout, deadline=deadline)
         try:
             smtp.ehlo()
             if s.security == "starttls":
@@ -223,6 +306,10 @@ class SMTPSession:
                 envelope.mail_from, list(envelope.recipients), envelope.data
             )
         except Exception as exc:  # noqa: BLE001 - classify() re-raises the unknown
+            if isinstance(exc, TimeoutError):
+                # The dialogue is out of step (a late reply may still come):
+                # the next message needs a new connection.
+                _abandon(self._smtp)
             raise classify(exc, stage="send") from exc
         return SendResult(
             refused={
@@ -231,8 +318,8 @@ class SMTPSession:
         )
 
     def alive(self) -> bool:
-        """Tell whether the connection still answers NOOP."""
-        self._smtp.deadline = None
+        """Tell whether the connection still answers NOOP (within SMTP_TIMEOUT)."""
+        self._smtp.deadline = time.monotonic() + self._smtp.timeout
         try:
             return self._smtp.noop()[0] == 250
         except (smtplib.SMTPException, OSError):
@@ -240,6 +327,7 @@ class SMTPSession:
 
     def close(self) -> None:
         """Say QUIT, or just drop the socket if the relay is gone."""
+        self._smtp.deadline = time.monotonic() + min(self._smtp.timeout, QUIT_WAIT)
         try:
             self._smtp.quit()
         except (smtplib.SMTPException, OSError):

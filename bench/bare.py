@@ -12,4 +12,4 @@ app = Flask(__name__)
 @app.post("/f/default")
 def submit():
     fields = list(request.form.items(multi=True))
-    return jsonify(ok=True, id=str(len(fields))), 202
+    return jsonify(ok=True, id=str(len(fields))), 200

@@ -74,7 +74,7 @@ def submit():
     row = row_values(secrets.token_hex(8), time.time())
     if POSTGRES:
         _store_in_postgres(row)
-        return jsonify(ok=True, id=str(len(fields))), 202
+        return jsonify(ok=True, id=str(len(fields))), 200
     conn = _connection()
     with _writer:
         fcntl.flock(_writer_fd, fcntl.LOCK_EX)
@@ -84,4 +84,4 @@ def submit():
             conn.execute("COMMIT")
         finally:
             fcntl.flock(_writer_fd, fcntl.LOCK_UN)
-    return jsonify(ok=True, id=str(len(fields))), 202
+    return jsonify(ok=True, id=str(len(fields))), 200

@@ -58,7 +58,7 @@ def submit():
     sock.sendall(HEADER.pack(len(RAW), receipt, time.time()) + RAW)
     if sock.recv(1) != b"k":
         raise RuntimeError("the committer did not confirm the row")
-    return jsonify(ok=True, id=str(len(fields))), 202
+    return jsonify(ok=True, id=str(len(fields))), 200
 
 
 def serve(database: str, path: str) -> None:

@@ -72,7 +72,7 @@ def environ() -> dict[str, Any]:
 def post(app: Any) -> None:
     status = []
     body = b"".join(app(environ(), lambda s, h, e=None: status.append(s)))
-    if not status[0].startswith("202"):
+    if not status[0].startswith("200"):
         raise RuntimeError(f"{status[0]}: {body[:200]!r}")
 
 

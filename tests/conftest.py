@@ -90,6 +90,7 @@ def make_app(tmp_path) -> Callable[..., Flask]:
             "INSTANCE_PATH": str(tmp_path / "instance"),
             "RATE_LIMIT": "off",
             "MIN_FILL_SECONDS": "0",
+            "DEDUPE_WINDOW": "0",
         }
         settings.update(env or {})
         app = create_app(settings)

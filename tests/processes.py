@@ -73,6 +73,7 @@ def server_env(instance: Path) -> dict[str, str]:
         # These tests post faster than a person and more than 5 times a minute.
         MIN_FILL_SECONDS="0",
         RATE_LIMIT="off",
+        DEDUPE_WINDOW="0",  # and post the same text again and again
         OUTBOX_POLL_INTERVAL="0.1",  # deliver promptly; the default is 1 s
         PYTHONUNBUFFERED="1",
     )

@@ -240,6 +240,7 @@ class Relay:
             # Off unless a test is about them: suites post fast and often.
             "RATE_LIMIT": "off",
             "MIN_FILL_SECONDS": "0",
+            "DEDUPE_WINDOW": "0",
         }
         if self.auth:
             env.update(SMTP_USERNAME=USERNAME, SMTP_PASSWORD=PASSWORD)

@@ -69,6 +69,14 @@ def text_of(msg: EmailMessage, subtype: str) -> str:
     return part.get_content().replace("\r\n", "\n")
 
 
+def with_sender(sub: Submission, text: str) -> str:
+    """The text part: who wrote (name and address, when given) above `text`."""
+    if sub.name and sub.email:
+        return f"From: {sub.name} <{sub.email}>\n\n{text}"
+    sender = sub.name or sub.email
+    return f"From: {sender}\n\n{text}" if sender else text
+
+
 def as_mime_text(typed: str) -> str:
     """What a text part carries for `typed`: MIME text ends with a line break."""
     text = normalize_newlines(typed)
@@ -299,19 +307,21 @@ TRICKY = (
 
 def test_text_part_is_the_message_as_typed():
     """Not escaped, not re-wrapped; only CRLF and lone CR become LF."""
-    _, _, parsed = build(submission(message=TRICKY))
+    sub = submission(message=TRICKY)
+    _, _, parsed = build(sub)
     expected = (
         'Dear team,\n\n  indented <script>alert(1)</script> & "quoted"\n'
         "Fish & chips > 3 < 4\nlast line\n"
     )
     assert as_mime_text(TRICKY) == expected
-    assert text_of(parsed, "plain") == expected
+    assert text_of(parsed, "plain") == with_sender(sub, expected)
 
 
 @pytest.mark.parametrize("typed", ["ends with newline\n", "two\n\n", "x\n\n\n  \n"])
 def test_text_part_keeps_trailing_lines(typed):
-    _, _, parsed = build(submission(message=typed))
-    assert text_of(parsed, "plain") == typed
+    sub = submission(message=typed)
+    _, _, parsed = build(sub)
+    assert text_of(parsed, "plain") == with_sender(sub, typed)
 
 
 def test_html_part_escapes_the_message():
@@ -355,10 +365,11 @@ UNICODE = {
 
 
 def test_utf8_round_trip():
-    _, _, parsed = build(submission(**UNICODE))
+    sub = submission(**UNICODE)
+    _, _, parsed = build(sub)
     assert parsed["Subject"] == UNICODE["subject"]
     assert parsed["Reply-To"].addresses[0].display_name == UNICODE["name"]
-    assert text_of(parsed, "plain") == UNICODE["message"] + "\n"
+    assert text_of(parsed, "plain") == with_sender(sub, UNICODE["message"] + "\n")
     body = text_of(parsed, "html")
     assert UNICODE["name"] in body
     assert "Emoji: 👩\u200d💻 🇫🇷 👍🏽<br>" in body
@@ -393,7 +404,8 @@ def assert_wire_safe(data: bytes) -> None:
 )
 def test_wire_bytes_are_crlf_short_and_7bit(fields):
     """No relay needs to re-encode the message (which would break DKIM)."""
-    msg, env, parsed = build(submission(**fields))
+    sub = submission(**fields)
+    msg, env, parsed = build(sub)
     assert_wire_safe(env.data)
     assert parsed["Subject"] == fields.get("subject", "A question")
     assert parsed["Reply-To"].addresses[0].addr_spec == "ada@example.net"
@@ -401,7 +413,7 @@ def test_wire_bytes_are_crlf_short_and_7bit(fields):
         "name", "Ada Lovelace"
     )
     expected = as_mime_text(fields.get("message", "Hello,\nhow are you?"))
-    assert text_of(parsed, "plain") == expected
+    assert text_of(parsed, "plain") == with_sender(sub, expected)
 
 
 def test_envelope_recipients_are_to_and_cc_from_configuration():
@@ -466,9 +478,8 @@ header_text = (
     visitor=st.sampled_from(["", "visitor@example.net"]),
 )
 def test_any_text_round_trips_without_new_headers(subject, name, body, visitor):
-    _, env, parsed = build(
-        submission(subject=subject, name=name, message=body, email=visitor)
-    )
+    sub = submission(subject=subject, name=name, message=body, email=visitor)
+    _, env, parsed = build(sub)
     assert len(parsed.get_all("From")) == 1
     assert parsed["From"] == "Contact form <forms@example.com>"
     assert len(parsed.get_all("To")) == 1
@@ -480,7 +491,7 @@ def test_any_text_round_trips_without_new_headers(subject, name, body, visitor):
     else:
         assert parsed.get_all("Reply-To") is None
     assert parsed["Subject"] == subject
-    assert text_of(parsed, "plain") == as_mime_text(body)
+    assert text_of(parsed, "plain") == with_sender(sub, as_mime_text(body))
     assert env.recipients == ("sales@example.com",)
     assert_wire_safe(env.data)
 

@@ -569,3 +569,79 @@ def test_secret_key_from_a_file(tmp_path):
         load_config({**base, "SECRET_KEY_FILE": str(key_file), "SECRET_KEY": "x" * 20})
     with pytest.raises(ConfigError, match="SECRET_KEY_FILE"):
         load_config({**base, "SECRET_KEY_FILE": str(tmp_path / "missing")})
+
+
+# --- start-up problems found at config time (issue 12) -----------------------
+
+
+@pytest.mark.parametrize(
+    "raw", ["example.org:8081", "example.org:443", "[::1]:80", "example.org, b.org:1"]
+)
+def test_redirect_hosts_with_a_port_say_ports_are_not_part_of_it(raw):
+    err = config_error(production(REDIRECT_HOSTS=raw))
+    assert str(err).startswith("REDIRECT_HOSTS:")
+    assert "a port is not part of a host entry" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("sqlite:///:memory:", "in-memory SQLite"),
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///file:ledger?mode=memory&uri=true", "in-memory SQLite"),
+        ("sqlite:////no/such/folder/ledger.db", "the folder /no/such/folder does"),
+        ("postgresql://forms:pw@[db/formpost", "names no valid host"),
+        ("postgresql://forms:pw@db:port/formpost", "is not a valid URL"),
+        ("postgresql://forms:pw@db host/formpost", "names no valid host"),
+        ("mysql://forms:pw@db/formpost", "must start with sqlite"),
+    ],
+)
+def test_unusable_database_urls_stop_start_up(raw, says):
+    err = config_error(production(DATABASE_URL=raw))
+    assert "DATABASE_URL" in str(err) and says in str(err)
+    assert ":pw@" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("sqlite:///{tmp}/ledger.db", "sqlite:///{tmp}/ledger.db"),
+        (
+            "postgresql://forms:p%40ss@db:5432/formpost",
+            "postgresql+psycopg://forms:p%40ss@db:5432/formpost?connect_timeout=5",
+        ),
+        (
+            "postgresql+psycopg://db/formpost?connect_timeout=20",
+            "postgresql+psycopg://db/formpost?connect_timeout=20",
+        ),
+        (
+            "postgresql:///formpost?host=/run/postgresql",
+            "postgresql+psycopg:///formpost?connect_timeout=5&host=%2Frun%2Fpostgresql",
+        ),
+    ],
+)
+def test_usable_database_urls_get_a_connect_timeout(tmp_path, raw, expected):
+    cfg = load_config(production(DATABASE_URL=raw.format(tmp=tmp_path)))
+    assert cfg["DATABASE_URL"] == expected.format(tmp=tmp_path)
+
+
+def test_a_ca_file_that_is_not_pem_stops_start_up(tmp_path, pki):
+    bad = tmp_path / "ca.pem"
+    bad.write_text(
+        "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n"
+    )
+    err = config_error(production(SMTP_CA_FILE=str(bad)))
+    assert str(err).startswith("SMTP_CA_FILE does not hold PEM CA certificates")
+    assert load_config(production(SMTP_CA_FILE=pki.ca_file))["SMTP_CA_FILE"]
+
+
+def test_setting_reads_the_environment_then_the_env_file(monkeypatch, tmp_path):
+    env_file = tmp_path / "formpost.env"
+    env_file.write_text("LOG_FORMAT=json\nLOG_LEVEL=DEBUG\n")
+    monkeypatch.setenv("FORMPOST_ENV_FILE", str(env_file))
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    assert config.setting("LOG_FORMAT") == "json"
+    assert config.setting("LOG_LEVEL") == "WARNING"
+    assert config.setting("NOT_SET_ANYWHERE") is None
+    assert "LOG_FORMAT" not in os.environ  # read, not loaded

@@ -103,13 +103,17 @@ def assert_nothing_stored_or_sent(app: Flask, relay: Relay) -> None:
 
 
 def assert_json_error(response, status: int, *keys: str) -> dict[str, str]:
-    """Check the `{"ok": false, "errors": {...}}` shape; return the errors."""
+    """Check the `{"ok": false, "fields": {...}}` shape; return the fields."""
     assert response.status_code == status
     assert response.is_json
     body = response.get_json()
-    assert body["ok"] is False
-    errors = body["errors"]
+    assert body["ok"] is False and body["success"] is False
+    errors = body["fields"]
     assert errors and all(isinstance(v, str) and v for v in errors.values())
+    assert body["message"] == " ".join(errors.values())
+    assert [(e["field"] or "_form", e["message"]) for e in body["errors"]] == list(
+        errors.items()
+    )
     for key in keys:
         assert key in errors
     assert "Location" not in response.headers
@@ -117,11 +121,12 @@ def assert_json_error(response, status: int, *keys: str) -> dict[str, str]:
 
 
 def assert_json_accepted(response) -> str:
-    assert response.status_code == 202
+    assert response.status_code == 200
     assert response.is_json
     body = response.get_json()
-    assert body["ok"] is True and RECEIPT.match(body["id"])
-    assert set(body) == {"ok", "id"}
+    assert body["ok"] is True and body["success"] is True
+    assert RECEIPT.match(body["id"])
+    assert set(body) == {"ok", "success", "id", "message"}
     assert "Location" not in response.headers
     return body["id"]
 
@@ -165,7 +170,7 @@ def test_an_empty_file_input_is_not_an_upload(app, client, relay):
 def test_multipart_with_a_file_is_415_and_nothing_stored(app, client, relay):
     data = {**FIELDS, "attachment": (io.BytesIO(b"%PDF-1.4"), "cv.pdf")}
     response = post(client, data, headers=JSON, content_type="multipart/form-data")
-    assert_json_error(response, 415, "_form")
+    assert_json_error(response, 415, "attachment")
     assert_nothing_stored_or_sent(app, relay)
 
 
@@ -337,7 +342,7 @@ def test_honeypots_are_answered_like_success(app, client, relay, field, accept):
     headers = {**(JSON if accept == "json" else HTML), "Referer": PAGE}
     real = post(client, FIELDS, headers=headers)
     bot = post(client, {**FIELDS, "message": "buy now", field: "x"}, headers=headers)
-    assert bot.status_code == real.status_code == (202 if accept == "json" else 303)
+    assert bot.status_code == real.status_code == (200 if accept == "json" else 303)
     assert shape(bot) == shape(real)
     (got,) = delivered(app, relay)
     assert "buy now" not in text_of(got)
@@ -393,6 +398,8 @@ def test_fields_arrive_in_submitted_order_and_escaped(app, client, relay):
     assert post(client, data, headers=HTML).status_code == 303
     got = only_message(app, relay)
     assert text_of(got).splitlines() == [
+        "From: Ada <ada@example.net>",
+        "",
         "zeta: last letter",
         "name: Ada",
         "email: ada@example.net",
@@ -536,7 +543,7 @@ def test_thanks_page_ignores_a_forged_back_link(app, client):
 
 
 def test_json_answer_is_never_a_redirect(app, client):
-    """A JSON body (or Accept) gets 202 and the receipt even with `_next`."""
+    """A JSON body (or Accept) gets 200 and the receipt even with `_next`."""
     for response in (
         post_json(client, {**FIELDS, "_next": "/thanks.html"}),
         post(client, {**FIELDS, "_next": "/thanks.html"}, headers=JSON),
@@ -568,7 +575,7 @@ ERRORS = [
         {"MAX_CONTENT_LENGTH": "2048"},
         0,
         {"data": {**FIELDS, "message": "x" * 4000}},
-        "too large",
+        "larger than 2 kB",
         id="413",
     ),
     pytest.param(
@@ -584,7 +591,7 @@ ERRORS = [
         {},
         0,
         {"data": {**FIELDS, "email": "not an address"}},
-        "Enter a valid email address",
+        "Enter an email address like name@example.com",
         id="422",
     ),
     pytest.param(
@@ -725,7 +732,7 @@ def test_preflight_for_an_unknown_form_is_403(client):
 
 
 @pytest.mark.parametrize(
-    ("data", "status"), [(FIELDS, 202), ({"message": ""}, 422)], ids=["ok", "error"]
+    ("data", "status"), [(FIELDS, 200), ({"message": ""}, 422)], ids=["ok", "error"]
 )
 def test_answers_to_allowed_origins_carry_cors_headers(client, data, status):
     response = post(client, data, headers=JSON)
@@ -749,7 +756,7 @@ def test_same_idempotency_key_twice_is_one_submission(app, client, relay):
     headers = {"Idempotency-Key": "abc"}
     first = post_json(client, FIELDS, headers=headers)
     second = post_json(client, FIELDS, headers=headers)
-    assert first.status_code == second.status_code == 202
+    assert first.status_code == second.status_code == 200
     assert assert_json_accepted(first) == assert_json_accepted(second)
     assert len(rows(app)) == 1
     assert len(delivered(app, relay)) == 1
@@ -825,13 +832,13 @@ def test_backlog_limit(build, relay, limits_db):
 
 
 def test_every_receipt_given_is_a_stored_row(build, limits_db):
-    """Whatever the limits answer, a 202 receipt always names a ledger row."""
+    """Whatever the limits answer, a 200 receipt always names a ledger row."""
     app = build(DATABASE_URL=limits_db, RATE_LIMIT="2/minute")
     client = app.test_client()
     answers = [post(client, FIELDS, headers=JSON) for _ in range(3)]
-    given = {r.get_json()["id"] for r in answers if r.status_code == 202}
+    given = {r.get_json()["id"] for r in answers if r.status_code == 200}
     assert given <= {row.receipt for row in rows(app)}
-    assert [r.status_code for r in answers] == [202, 202, 429]
+    assert [r.status_code for r in answers] == [200, 200, 429]
 
 
 def test_idempotent_retry_at_the_rate_limit_gets_its_receipt(build, database_url):
@@ -920,7 +927,7 @@ def test_named_form_subject_prefix(forms_app, relay):
 def test_named_form_required_fields(forms_app, relay, data, missing):
     response = post_support(forms_app.test_client(), data)
     errors = assert_json_error(response, 422, *missing)
-    assert all(errors[name] == "This field is required." for name in missing)
+    assert all(errors[name].startswith(f"Please fill in {name}") for name in missing)
     assert_nothing_stored_or_sent(forms_app, relay)
 
 

@@ -217,7 +217,6 @@ def test_shown_fields_keep_order_and_drop_steering_fields():
         ("zeta", "1"),
         ("name", "Ada"),
         ("email", "ada@example.net"),
-        ("subject", "S"),
         ("message", "Hi"),
         ("alpha", "2"),
     ]
@@ -325,8 +324,12 @@ def test_required_fields_are_422_each_named():
     error = refused(("message", "hi"), ("phone", " "), form=form)
     assert error.status == 422
     assert error.errors == {
-        "Email": "This field is required.",
-        "phone": "This field is required.",
+        "Email": "Please fill in Email: this form requires it.",
+        "phone": "Please fill in phone: this form requires it.",
+    }
+    assert error.codes == {
+        "Email": "REQUIRED_FIELD_MISSING",
+        "phone": "REQUIRED_FIELD_MISSING",
     }
     found = read(("EMAIL", "ada@example.net"), ("Phone", "1"), form=form)
     assert found.reply_to == "ada@example.net"

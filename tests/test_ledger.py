@@ -331,7 +331,7 @@ def test_schema_is_created_once_and_matches_the_code(database_url):
     assert migrate(engine) == SCHEMA_VERSION
     assert migrate(engine) == SCHEMA_VERSION  # idempotent
     insp = inspect(engine)
-    for table in (schema_module.submissions, schema_module.relay_health):
+    for table in schema_module.metadata.sorted_tables:
         in_db = {c["name"] for c in insp.get_columns(table.name)}
         assert in_db == {c.name for c in table.columns}, table.name
     engine.dispose()
@@ -390,7 +390,9 @@ def test_limits_refuse_inside_the_insert_on_both_databases(ledger, clock):
     with pytest.raises(ledger_module.LimitExceeded) as refused:
         enqueue(ledger, 3, **kw)
     assert (refused.value.reason, refused.value.status) == ("rate", 429)
-    assert refused.value.retry_after == 59  # when the oldest leaves the window
+    # A bucket of 2 refilling one every 30 s: full at t=1 by two posts, one
+    # token back 30 s after the first (t=30), 29 s from now.
+    assert refused.value.retry_after == 29
     assert len(ledger.rows()) == 2
     enqueue(ledger, 4, client_ip="192.0.2.2", limits=limits)  # another client
     with pytest.raises(ledger_module.LimitExceeded) as quota:

@@ -114,3 +114,36 @@ def test_the_worker_process_writes_json_lines(make_relay, tmp_path):
     assert any("delivering through" in x["msg"] for x in lines)
     assert any(x["msg"].endswith("stopped") for x in lines)
     assert PASSWORD not in err
+
+
+def _gunicorn_settings() -> dict:
+    namespace: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
+    return namespace
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_gunicorn_logs_json_when_log_format_says_so(monkeypatch, tmp_path, where):
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    if where == "environment":
+        monkeypatch.setenv("LOG_FORMAT", "JSON")
+    else:
+        env_file = tmp_path / "formpost.env"
+        env_file.write_text("LOG_FORMAT=json\n")
+        monkeypatch.setenv("FORMPOST_ENV_FILE", str(env_file))
+    settings = _gunicorn_settings()
+    assert settings["accesslog"] is None  # the app's line is the request's one
+    config = settings["logconfig_dict"]
+    assert config["loggers"]["gunicorn.error"]["handlers"] == ["json"]
+    assert config["formatters"]["json"]["()"] == "app.logs.JSONFormatter"
+    assert "LOG_FORMAT" not in os.environ or where == "environment"
+
+
+@pytest.mark.parametrize("value", [None, "text"])
+def test_gunicorn_keeps_its_own_lines_with_text(monkeypatch, value):
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    if value:
+        monkeypatch.setenv("LOG_FORMAT", value)
+    settings = _gunicorn_settings()
+    assert settings["accesslog"] == "-"
+    assert "logconfig_dict" not in settings

@@ -11,6 +11,7 @@ import pytest
 from app.outbox import (
     JITTER,
     RECORD_BATCH,
+    RECORD_UNRECORDED,
     OutboxSettings,
     Worker,
     _Recorder,
@@ -257,11 +258,22 @@ def test_recorder_commits_queued_outcomes_together(app_on_db):
     recorder = _Recorder(held)  # type: ignore[arg-type]
     recorder.put(outcomes[0])
     assert held.waiting.wait(10)
-    for outcome in outcomes[1:]:
-        recorder.put(outcome)
+    for outcome in outcomes[1:RECORD_UNRECORDED]:
+        recorder.put(outcome)  # room for these while the first is committed
+    # The next one waits: RECORD_UNRECORDED outcomes are not committed yet.
+    rest = threading.Thread(
+        target=lambda: [recorder.put(o) for o in outcomes[RECORD_UNRECORDED:]]
+    )
+    rest.start()
+    rest.join(0.5)
+    assert rest.is_alive()
+    assert recorder.queue.qsize() == RECORD_UNRECORDED - 1
     held.go.set()
+    rest.join(10)
     recorder.flush()
-    assert held.batches == [1, RECORD_BATCH, 8]
+    assert held.batches[:2] == [1, RECORD_UNRECORDED - 1]
+    assert sum(held.batches) == len(outcomes)
+    assert max(held.batches) <= RECORD_BATCH
     assert {r.state for r in rows(app_on_db)} == {"sent"}
 
 

@@ -123,14 +123,14 @@ def server(request, tmp_path: Path, database_url: str) -> Iterator[Server]:
 def check_outcome(server: Server, replies: list[tuple[int, str | None, dict]]):
     """Exactly LIMIT accepted, the rest 429 with Retry-After; LIMIT rows stored."""
     statuses = [status for status, _, _ in replies]
-    assert statuses.count(202) == LIMIT, statuses
+    assert statuses.count(200) == LIMIT, statuses
     assert statuses.count(429) == POSTS - LIMIT, statuses
     for status, retry_after, body in replies:
         if status == 429:
             # The window, rounded up; a racing neighbour may add a second.
             assert retry_after is not None and 1 <= int(retry_after) <= 61
             assert body["ok"] is False
-    accepted = sorted(body["id"] for status, _, body in replies if status == 202)
+    accepted = sorted(body["id"] for status, _, body in replies if status == 200)
     rows = server.rows()
     assert sorted(r.receipt for r in rows) == accepted
     assert {r.client_ip for r in rows} == {"127.0.0.1"}
@@ -145,7 +145,7 @@ def check_outcome(server: Server, replies: list[tuple[int, str | None, dict]]):
 
 
 def test_sequential_posts_over_workers(server: Server) -> None:
-    """Twelve posts one after another: five 202, seven 429, five rows.
+    """Twelve posts one after another: five 200, seven 429, five rows.
 
     WORKERS - 1 workers are kept busy with half-sent requests, so each post
     goes to the one free worker; then that worker is held and the longest
@@ -161,7 +161,7 @@ def test_sequential_posts_over_workers(server: Server) -> None:
     finally:
         while held:
             release(held.popleft())
-    assert [s for s, _, _ in replies] == [202] * LIMIT + [429] * (POSTS - LIMIT)
+    assert [s for s, _, _ in replies] == [200] * LIMIT + [429] * (POSTS - LIMIT)
     check_outcome(server, replies)
     posts = server.posts()
     assert len({h.pid for h in posts}) == WORKERS, posts
@@ -228,7 +228,7 @@ def test_racing_posts_on_postgresql(server: Server) -> None:
     import psycopg
 
     first = [server.post(n) for n in range(LIMIT - 1)]
-    assert [s for s, _, _ in first] == [202] * (LIMIT - 1)
+    assert [s for s, _, _ in first] == [200] * (LIMIT - 1)
     conninfo = server.database_url.replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(conninfo, autocommit=True) as gate:
         gate.execute(GATE_SQL)
@@ -247,4 +247,4 @@ def test_racing_posts_on_postgresql(server: Server) -> None:
             replies = [f.result(timeout=30) for f in racing]
     statuses = sorted(s for s, _, _ in replies)
     assert len(server.rows()) == LIMIT, statuses
-    assert statuses == [202] + [429] * (WORKERS - 1)
+    assert statuses == [200] + [429] * (WORKERS - 1)

@@ -9,7 +9,7 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | schema.py      | the tables, the migrations, `migrate`                        |
 | driver.py      | engines, SQLite's writer lock, the raw driver transaction    |
 | groupcommit.py | concurrent posts sharing one COMMIT                          |
-| limits.py      | rate windows, recipient quota, backlog cap                   |
+| limits.py      | rate and quota buckets, the backlog counter                  |
 | queue.py       | `Ledger`: store, claim, settle, list, purge                  |
 
 Every database error that leaves the package is a StorageError.
@@ -19,7 +19,14 @@ from ..errors import StorageError
 from .driver import default_url, make_engine
 from .limits import LimitExceeded, Limits
 from .queue import Claimed, Ledger, Outcome, Stats, new_receipt
-from .schema import SCHEMA_VERSION, STATES, current_version, migrate, submissions
+from .schema import (
+    SCHEMA_VERSION,
+    STATES,
+    current_version,
+    dedupe_digest,
+    migrate,
+    submissions,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -32,6 +39,7 @@ __all__ = [
     "Stats",
     "StorageError",
     "current_version",
+    "dedupe_digest",
     "default_url",
     "make_engine",
     "migrate",

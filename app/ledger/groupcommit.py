@@ -10,14 +10,19 @@ from typing import Any
 
 @dataclass(eq=False)
 class Pending:
-    """One row waiting for a group commit, and what became of it."""
+    """One row waiting for a group commit, and what became of it.
 
-    stmt: Any
-    params: dict[str, Any]
-    limited: bool
+    `request` is what the writer needs (queue.py's row, limits and keys).
+    After the commit, `receipt` is the answer (its own, or the first
+    post's when it repeats one), or `refusal` says which limit refused it;
+    `error` is set if its transaction failed.
+    """
+
+    request: Any
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    inserted: bool | None = None  # None until its transaction committed
+    receipt: str | None = None  # None until its transaction committed
+    refusal: Exception | None = None
     error: Exception | None = None
 
 

@@ -1,26 +1,38 @@
-"""The limits a submission must stay within, counted in the ledger itself.
+"""The limits a submission must stay within, kept as counters in the ledger.
 
-Rate windows per form and client IP, a daily quota per recipient alias and a
-cap on the undelivered backlog. They are checked inside the INSERT (INSERT
-... SELECT ... WHERE the counts are below them), so every process and
-machine sharing the database sees the same counts.
+Rate limits per form and client IP and the daily quota per recipient alias
+are token buckets, kept with GCRA: one row per key (`limit_buckets`) holding
+its "theoretical arrival time". A limit of N per T seconds admits a burst of
+N, then one more every T/N seconds. The undelivered backlog is one counter
+row (`ledger_counters`), kept up to date wherever a row enters or leaves the
+pending/sending states (queue.py). So checking a limit reads and writes a
+fixed number of rows, however many submissions the table holds.
+
+The checks run in the transaction that stores the row, after the backlog
+counter row is locked (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+serialises every writer), so every process and machine sharing the
+database sees the same counts and no two posts can both take the last token.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, literal, or_, select
+from sqlalchemy import Engine, Float, Integer, String, bindparam, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .schema import submissions
+from .driver import driver_args
+from .schema import BACKLOG, counters, limit_buckets, submissions
 
-ROW_COLUMNS = (
-    "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
-    "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
-    "queued_at", "next_attempt_at", "client_ip",
-)  # fmt: skip
+DAY = 86400
+# Float rounding must not refuse the Nth post of a burst of N.
+_SLACK = 1e-6
+_UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 
 
 class LimitExceeded(Exception):
@@ -35,127 +47,207 @@ class LimitExceeded(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What a submission must stay within; counted in the ledger itself.
+    """What a visitor's submission must stay within, kept in the ledger.
 
-    rate: (count, seconds) windows per form and client IP. recipient_daily:
-    submissions per recipient alias in 24 h. backlog: undelivered rows in all.
-    0 or () switches a limit off.
+    rate: (count, seconds) token buckets per form and client IP.
+    recipient_daily: a bucket of that many per recipient alias and 24 h.
+    backlog: undelivered rows in all. dedupe_window: seconds within which
+    the same content from the same client to the same form is one
+    submission. 0 or () switches each off.
     """
 
     rate: tuple[tuple[int, int], ...] = ()
     recipient_daily: int = 0
     backlog: int = 0
+    dedupe_window: float = 0.0
 
 
-def _count_below(where: Any, limit: Any) -> Any:
-    """`(count of rows matching where) < limit`, reading at most `limit` rows."""
-    capped = select(literal(1).label("one")).where(where).limit(limit).subquery()
-    return select(func.count()).select_from(capped).scalar_subquery() < limit
+@dataclass(frozen=True)
+class Bucket:
+    """One token bucket a post must fit in: its key, size, period and history."""
+
+    key: str
+    reason: str
+    count: int
+    seconds: float
+    # Which submissions rows it counts, to seed a bucket that has no row yet.
+    history: Any
+    history_params: tuple[tuple[str, Any], ...]
+
+    @property
+    def interval(self) -> float:
+        return self.seconds / self.count
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_for(rate_windows: int, per_ip: bool, quota: bool, backlog: bool) -> Any:
-    """Build (once per shape) the INSERT that checks the limits in its WHERE.
+def _key(*parts: object) -> str:
+    # Hashed: any form id, address or alias fits the 64-character column.
+    joined = "\x00".join(str(p) for p in parts)
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
 
-    Everything that varies is a bound parameter, so SQLAlchemy compiles each
-    shape once and the request path pays only for executing it.
-    """
-    if not (rate_windows and per_ip) and not quota and not backlog:
-        return (
-            insert(submissions)
-            .values({k: bindparam(k) for k in ROW_COLUMNS})
-            .returning(submissions.c.id)
-        )
-    c = submissions.c
-    conditions = []
-    if per_ip:
-        for i in range(rate_windows):
-            window = (c.form_id == bindparam("form_id")) & (
-                c.client_ip == bindparam("client_ip")
+
+def buckets_for(
+    limits: Limits | None, form_id: str, client_ip: str | None, alias: str
+) -> list[Bucket]:
+    """The buckets a post must fit in, in the order they are checked."""
+    if limits is None:
+        return []
+    found = []
+    if client_ip is not None:
+        for count, seconds in limits.rate:
+            found.append(
+                Bucket(
+                    key=_key("rate", form_id, client_ip, count, seconds),
+                    reason="rate",
+                    count=count,
+                    seconds=float(seconds),
+                    history=_rate_history(),
+                    history_params=(("form_id", form_id), ("client_ip", client_ip)),
+                )
             )
-            window &= c.created_at > bindparam(f"rate_since_{i}")
-            conditions.append(_count_below(window, bindparam(f"rate_max_{i}")))
-    if quota:
-        day = (c.recipient_alias == bindparam("recipient_alias")) & (
-            c.created_at > bindparam("quota_since")
+    if limits.recipient_daily:
+        found.append(
+            Bucket(
+                key=_key("quota", alias, limits.recipient_daily, DAY),
+                reason="quota",
+                count=limits.recipient_daily,
+                seconds=float(DAY),
+                history=_quota_history(),
+                history_params=(("alias", alias),),
+            )
         )
-        conditions.append(_count_below(day, bindparam("quota_max")))
-    if backlog:
-        # Two comparisons rather than IN: an IN list would be expanded at
-        # execution time, and _dbapi_form compiles the statement only once.
-        undelivered = or_(c.state == "pending", c.state == "sending")
-        conditions.append(_count_below(undelivered, bindparam("backlog_max")))
-    values = select(
-        *[bindparam(k, type_=submissions.c[k].type).label(k) for k in ROW_COLUMNS]
-    ).where(*conditions)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _rate_history() -> Any:
+    c = submissions.c
     return (
-        insert(submissions)
-        .from_select(list(ROW_COLUMNS), values)
-        .returning(submissions.c.id)
-    )
-
-
-def insert_statement(
-    row: dict[str, Any], limits: Limits | None, now: float
-) -> tuple[Any, dict[str, Any]]:
-    limits = limits or Limits()
-    per_ip = row["client_ip"] is not None
-    stmt = _insert_for(
-        len(limits.rate), per_ip, bool(limits.recipient_daily), bool(limits.backlog)
-    )
-    params = dict(row)
-    if per_ip:
-        for i, (count, seconds) in enumerate(limits.rate):
-            params[f"rate_since_{i}"] = now - seconds
-            params[f"rate_max_{i}"] = count
-    if limits.recipient_daily:
-        params["quota_since"] = now - 86400
-        params["quota_max"] = limits.recipient_daily
-    if limits.backlog:
-        params["backlog_max"] = limits.backlog
-    return stmt, params
-
-
-def which_limit(
-    conn: Connection,
-    limits: Limits,
-    form_id: str,
-    client_ip: str | None,
-    alias: str,
-    now: float,
-) -> LimitExceeded:
-    """Say which limit refused and when trying again makes sense."""
-    c = submissions.c
-    if limits.backlog:
-        undelivered = c.state.in_(("pending", "sending"))
-        if _oldest_of_last(conn, undelivered, limits.backlog) is not None:
-            return LimitExceeded("backlog", 60, 503)
-    for count, seconds in limits.rate:
-        if client_ip is None:
-            break
-        window = (c.form_id == form_id) & (c.client_ip == client_ip)
-        window &= c.created_at > now - seconds
-        oldest = _oldest_of_last(conn, window, count)
-        if oldest is not None:
-            return LimitExceeded("rate", oldest + seconds - now, 429)
-    if limits.recipient_daily:
-        day = (c.recipient_alias == alias) & (c.created_at > now - 86400)
-        oldest = _oldest_of_last(conn, day, limits.recipient_daily)
-        if oldest is not None:
-            return LimitExceeded("quota", oldest + 86400 - now, 429)
-    # Counts moved between the insert and this look: let the client retry.
-    return LimitExceeded("rate", 1, 429)
-
-
-def _oldest_of_last(conn: Connection, where: Any, count: int) -> float | None:
-    """The oldest of the newest `count` rows matching `where`, if there are as many."""
-    c = submissions.c
-    recent = (
         select(c.created_at)
-        .where(where)
+        .where(
+            c.form_id == bindparam("form_id", type_=String),
+            c.client_ip == bindparam("client_ip", type_=String),
+            c.created_at > bindparam("since", type_=Float),
+        )
         .order_by(c.created_at.desc())
-        .limit(count)
-        .subquery()
+        .limit(bindparam("count", type_=Integer))
     )
-    found = conn.execute(select(func.count(), func.min(recent.c.created_at))).one()
-    return found[1] if found[0] >= count else None
+
+
+@functools.lru_cache(maxsize=1)
+def _quota_history() -> Any:
+    c = submissions.c
+    return (
+        select(c.created_at)
+        .where(
+            c.recipient_alias == bindparam("alias", type_=String),
+            c.created_at > bindparam("since", type_=Float),
+        )
+        .order_by(c.created_at.desc())
+        .limit(bindparam("count", type_=Integer))
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _read_bucket() -> Any:
+    return select(limit_buckets.c.tat).where(
+        limit_buckets.c.key == bindparam("key", type_=String)
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _write_bucket(dialect: str) -> Any:
+    upsert = _UPSERT[dialect](limit_buckets).values(
+        key=bindparam("key", type_=String), tat=bindparam("tat", type_=Float)
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[limit_buckets.c.key], set_={"tat": upsert.excluded.tat}
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _read_backlog() -> Any:
+    return (
+        select(counters.c.value)
+        .where(counters.c.name == BACKLOG)
+        .with_for_update()  # PostgreSQL: one writer of new rows at a time
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def add_to_backlog() -> Any:
+    """UPDATE the backlog counter by :delta (the statement, built once)."""
+    return (
+        counters.update()
+        .where(counters.c.name == BACKLOG)
+        .values(value=counters.c.value + bindparam("delta", type_=Integer))
+    )
+
+
+def lock_backlog(cursor: Any, engine: Engine) -> int:
+    """Lock the backlog counter for this transaction and return its value.
+
+    Every transaction that stores submissions takes this lock first, so on
+    PostgreSQL they run one at a time, as SQLite's BEGIN IMMEDIATE makes
+    them: each sees the buckets and rows the one before it committed.
+    """
+    cursor.execute(*driver_args(_read_backlog(), {}, engine))
+    found = cursor.fetchone()
+    return int(found[0]) if found is not None else 0
+
+
+class Admission:
+    """Decide, inside the storing transaction, which posts fit their limits."""
+
+    def __init__(self, cursor: Any, engine: Engine, backlog: int) -> None:
+        self.cursor = cursor
+        self.engine = engine
+        self.backlog = backlog
+
+    def check(
+        self, limits: Limits | None, buckets: Sequence[Bucket], now: float
+    ) -> tuple[LimitExceeded | None, list[tuple[str, float]]]:
+        """Return the refusal, or the bucket states to write if the post is stored.
+
+        Reads one counter value (already held) and one row per bucket.
+        """
+        if limits is not None and limits.backlog and self.backlog >= limits.backlog:
+            return LimitExceeded("backlog", 60, 503), []
+        writes = []
+        for bucket in buckets:
+            tat = max(self._tat(bucket, now), now)
+            if tat + bucket.interval - now > bucket.seconds + _SLACK:
+                retry = tat + bucket.interval - bucket.seconds - now
+                return LimitExceeded(bucket.reason, retry, 429), []
+            writes.append((bucket.key, tat + bucket.interval))
+        return None, writes
+
+    def charge(self, writes: Sequence[tuple[str, float]]) -> None:
+        """Write the buckets' new states and count the stored row."""
+        stmt = _write_bucket(self.engine.dialect.name)
+        for key, tat in writes:
+            params = {"key": key, "tat": tat}
+            self.cursor.execute(*driver_args(stmt, params, self.engine))
+        self.backlog += 1
+
+    def _tat(self, bucket: Bucket, now: float) -> float:
+        cursor = self.cursor
+        cursor.execute(*driver_args(_read_bucket(), {"key": bucket.key}, self.engine))
+        found = cursor.fetchone()
+        if found is not None:
+            return float(found[0])
+        return self._seed(bucket, now)
+
+    def _seed(self, bucket: Bucket, now: float) -> float:
+        """Rebuild a bucket that has no row from the rows stored in its period.
+
+        After an upgrade, a changed limit or a purge of idle buckets: at most
+        `count` rows, once per bucket.
+        """
+        params = dict(bucket.history_params)
+        params.update(since=now - bucket.seconds, count=bucket.count)
+        self.cursor.execute(*driver_args(bucket.history, params, self.engine))
+        tat = float("-inf")
+        for (created_at,) in reversed(self.cursor.fetchall()):
+            tat = max(tat, created_at) + bucket.interval
+            tat = min(tat, created_at + bucket.seconds)
+        return tat

@@ -22,9 +22,9 @@ from sqlalchemy import (
     String,
     bindparam,
     func,
+    insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -36,8 +36,26 @@ from ..errors import StorageError
 from ..message import Envelope
 from .driver import READ_ONLY, driver_args, driver_transaction
 from .groupcommit import GroupCommit, Pending
-from .limits import Limits, insert_statement, which_limit
-from .schema import RELAY_KEY, STATES, relay_health, submissions
+from .limits import (
+    Admission,
+    Bucket,
+    LimitExceeded,
+    Limits,
+    add_to_backlog,
+    buckets_for,
+    lock_backlog,
+)
+from .schema import (
+    BACKLOG,
+    BOUNDS,
+    RELAY_KEY,
+    STATES,
+    counters,
+    dedupe_digest,
+    limit_buckets,
+    relay_health,
+    submissions,
+)
 
 RECEIPT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud
 
@@ -83,7 +101,68 @@ class Stats:
 # What listings show of a submission: everything but the message bytes.
 _LISTED = [c for c in submissions.c if c.name != "raw"]
 _UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
-_PG_LIMIT_LOCK = text("SELECT pg_advisory_xact_lock(7453102)")
+ROW_COLUMNS = (
+    "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
+    "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
+    "queued_at", "next_attempt_at", "client_ip", "fingerprint",
+)  # fmt: skip
+UNDELIVERED = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class _Store:
+    """One post on its way into a group commit: the row and what it must pass."""
+
+    row: dict[str, Any]
+    limits: Limits | None
+    buckets: list[Bucket]
+    fingerprint_since: float | None  # None: no content dedupe for this post
+    now: float
+
+
+def _check_fits(row: dict[str, Any]) -> None:
+    """Refuse, before any transaction, a value its column could not hold.
+
+    Every value a post can fill is bounded where it is made (digests,
+    truncation, validated ids); this guard keeps a mistake there from
+    failing the other posts of a group commit.
+    """
+    for name, bound in BOUNDS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > bound:
+            raise StorageError(
+                f"could not store the submission: {name} is longer than {bound}"
+            )
+
+
+def _lock_counters() -> Any:
+    return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
+
+
+@functools.lru_cache(maxsize=1)
+def _insert_statement() -> Any:
+    return insert(submissions).values({k: bindparam(k) for k in ROW_COLUMNS})
+
+
+@functools.lru_cache(maxsize=1)
+def _by_dedupe_key() -> Any:
+    return select(submissions.c.receipt).where(
+        submissions.c.dedupe_key == bindparam("key", type_=String)
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _by_fingerprint() -> Any:
+    c = submissions.c
+    return (
+        select(c.receipt)
+        .where(
+            c.fingerprint == bindparam("fingerprint", type_=String),
+            c.created_at > bindparam("since", type_=Float),
+        )
+        .order_by(c.created_at)
+        .limit(1)
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -204,16 +283,17 @@ class Ledger:
         dedupe_key: str | None = None,
         client_ip: str | None = None,
         limits: Limits | None = None,
+        fingerprint: str | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
-        The limits are checked inside the same statement (INSERT ... SELECT
-        ... WHERE counts are below them), so the request path stays one
-        statement and one commit, and every process and machine sharing the
-        database sees the same counts. A second post with the same dedupe_key
-        stores nothing and returns the first one's receipt. Raise
-        LimitExceeded when a limit refuses, StorageError if nothing was
-        committed.
+        In the transaction that stores it: a post repeating an earlier one
+        (the same dedupe_key, or the same `fingerprint` within the limits'
+        dedupe_window) stores nothing and gets the first one's receipt; then
+        the limits are checked against their counters (limits.py), a fixed
+        number of rows however large the table. Posts in flight together
+        share one COMMIT (group commit). Raise LimitExceeded when a limit
+        refuses, StorageError if nothing was committed.
         """
         now = self.clock.now()
         receipt = new_receipt()
@@ -226,80 +306,106 @@ class Ledger:
             "subject": subject[:400],
             "message_id": envelope.message_id,
             "raw": envelope.data,
-            "dedupe_key": dedupe_key,
+            "dedupe_key": dedupe_digest(dedupe_key) if dedupe_key else None,
             "state": "pending",
             "attempts": 0,
             "created_at": now,
             "queued_at": now,
             "next_attempt_at": now,
-            "client_ip": client_ip,
+            "client_ip": client_ip[:64] if client_ip else None,
+            "fingerprint": fingerprint,
         }
-        stmt, params = insert_statement(row, limits, now)
-        item = Pending(stmt, params, limited=len(params) > len(row))
+        _check_fits(row)
+        window = limits.dedupe_window if limits is not None else 0.0
+        item = Pending(
+            _Store(
+                row=row,
+                limits=limits,
+                buckets=buckets_for(limits, form_id, row["client_ip"], alias),
+                fingerprint_since=now - window if fingerprint and window else None,
+                now=now,
+            )
+        )
         self._commits.run(item)
-        if isinstance(item.error, self._integrity_errors):
-            # Most likely the dedupe key: the same form posted again.
-            existing = self._receipt_for(dedupe_key) if dedupe_key else None
-            if existing is None:
-                raise StorageError(f"could not store the submission: {item.error}")
-            return existing
+        if isinstance(item.error, self._integrity_errors) and row["dedupe_key"]:
+            # The same key stored by a writer outside the counter lock.
+            existing = self._receipt_for(row["dedupe_key"])
+            if existing is not None:
+                return existing
         if item.error is not None:
             raise StorageError(f"could not store the submission: {item.error}")
-        if item.inserted is None:
+        if item.refusal is not None:
+            raise item.refusal
+        if item.receipt is None:
             raise StorageError("could not store the submission: commit interrupted")
-        if item.inserted:
-            return receipt
-        # Refused by a limit; but a repeat of an accepted post (same dedupe
-        # key) still gets its first answer.
-        existing = self._receipt_for(dedupe_key) if dedupe_key else None
-        if existing is not None:
-            return existing
-        with self._reading() as conn:
-            refusal = which_limit(
-                conn, limits or Limits(), form_id, client_ip, alias, now
-            )
-        raise refusal
+        return item.receipt
 
     def _write(self, batch: list[Pending]) -> None:
-        """Store a batch in one transaction; after a conflict, row by row.
+        """Store a batch in one transaction; after any error, row by row.
 
-        A conflict (the same dedupe key twice, say) must cost only the row
-        that caused it, so the others are written again, each on its own.
+        A row that fails (a conflict, a value the database refuses) must cost
+        only that row, so the others are written again, each on its own.
         """
         try:
             self._insert_together(batch)
-        except self._integrity_errors as exc:
+        except self._storage_errors as exc:
             if len(batch) == 1:
                 batch[0].error = exc
                 return
             for item in batch:
                 self._write([item])
-        except self._storage_errors as exc:
-            for item in batch:
-                item.error = exc
 
     def _insert_together(self, batch: list[Pending]) -> None:
-        limited = any(item.limited for item in batch)
-        with driver_transaction(self.engine) as cursor:
-            if limited and self.engine.dialect.name == "postgresql":
-                # Count and insert as one, like SQLite's BEGIN IMMEDIATE:
-                # under READ COMMITTED, posts in flight together would each
-                # count only what was committed before them.
-                cursor.execute(str(_PG_LIMIT_LOCK))
-            inserted = []
+        engine = self.engine
+        answers: list[tuple[str | None, LimitExceeded | None]] = []
+        with driver_transaction(engine) as cursor:
+            admission = Admission(cursor, engine, lock_backlog(cursor, engine))
+            stored = 0
             for item in batch:
-                cursor.execute(*driver_args(item.stmt, item.params, self.engine))
-                # A row comes back, or none when a limit's condition was false
-                # (rowcount is not reliable for INSERT ... SELECT on psycopg).
-                inserted.append(cursor.fetchone() is not None)
+                store: _Store = item.request
+                first = self._repeat_of(cursor, store)
+                if first is not None:
+                    answers.append((first, None))
+                    continue
+                refusal, writes = admission.check(
+                    store.limits, store.buckets, store.now
+                )
+                if refusal is not None:
+                    answers.append((None, refusal))
+                    continue
+                admission.charge(writes)
+                cursor.execute(*driver_args(_insert_statement(), store.row, engine))
+                stored += 1
+                answers.append((store.row["receipt"], None))
+            if stored:
+                add = driver_args(add_to_backlog(), {"delta": stored}, engine)
+                cursor.execute(*add)
         # Only now, after COMMIT returned, is any row of the batch stored.
-        for item, stored in zip(batch, inserted, strict=True):
-            item.inserted = stored
+        for item, (receipt, refusal) in zip(batch, answers, strict=True):
+            item.receipt, item.refusal = receipt, refusal
 
-    def _receipt_for(self, dedupe_key: str) -> str | None:
-        query = select(submissions.c.receipt).where(
-            submissions.c.dedupe_key == dedupe_key
-        )
+    def _repeat_of(self, cursor: Any, store: _Store) -> str | None:
+        """The receipt of the post this one repeats, if any (same transaction)."""
+        engine = self.engine
+        key = store.row["dedupe_key"]
+        if key is not None:
+            cursor.execute(*driver_args(_by_dedupe_key(), {"key": key}, engine))
+            found = cursor.fetchone()
+            if found is not None:
+                return found[0]
+        if store.fingerprint_since is not None:
+            params = {
+                "fingerprint": store.row["fingerprint"],
+                "since": store.fingerprint_since,
+            }
+            cursor.execute(*driver_args(_by_fingerprint(), params, engine))
+            found = cursor.fetchone()
+            if found is not None:
+                return found[0]
+        return None
+
+    def _receipt_for(self, digest: str) -> str | None:
+        query = select(submissions.c.receipt).where(submissions.c.dedupe_key == digest)
         with self._reading() as conn:
             return conn.execute(query).scalar()
 
@@ -392,6 +498,15 @@ class Ledger:
                     }
                     cursor.execute(*driver_args(stmt, params, self.engine))
                     held.append(cursor.rowcount == 1)
+                # Rows leaving sending for sent or failed leave the backlog.
+                delivered = sum(
+                    1
+                    for outcome, ok in zip(outcomes, held, strict=True)
+                    if ok and outcome.values.get("state") not in UNDELIVERED
+                )
+                if delivered:
+                    params = {"delta": -delivered}
+                    cursor.execute(*driver_args(add_to_backlog(), params, self.engine))
         except self._storage_errors as exc:
             raise StorageError(f"could not record outcomes: {exc}") from exc
         return held
@@ -506,20 +621,33 @@ class Ledger:
         if ids is not None:
             stmt = stmt.where(submissions.c.id.in_(list(ids)))
         with self._writing() as conn:
+            # Lock the counter first, like every writer of new rows.
+            conn.execute(_lock_counters())
             result = conn.execute(
                 stmt.values(state="pending", next_attempt_at=now, queued_at=now)
             )
+            if result.rowcount:
+                conn.execute(add_to_backlog(), {"delta": result.rowcount})
         return result.rowcount
 
     def purge_sent(self, older_than: float) -> int:
-        """Delete sent rows whose sent_at is more than `older_than` seconds ago."""
-        cutoff = self.clock.now() - older_than
+        """Delete sent rows whose sent_at is more than `older_than` seconds ago.
+
+        Idle limit buckets go too: one that is full again holds nothing its
+        rows could not rebuild.
+        """
+        now = self.clock.now()
+        cutoff = now - older_than
         with self._writing() as conn:
+            # Lock the counter first, as storing posts does: then a post
+            # charging a bucket and this purge never wait on each other's rows.
+            conn.execute(_lock_counters())
             result = conn.execute(
                 submissions.delete().where(
                     submissions.c.state == "sent", submissions.c.sent_at < cutoff
                 )
             )
+            conn.execute(limit_buckets.delete().where(limit_buckets.c.tat < now))
         return result.rowcount
 
     def ping(self) -> None:

@@ -7,6 +7,7 @@ per version, frozen once released.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     func,
     select,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,8 +48,9 @@ submissions = Table(
     Column("mail_from", String(320), nullable=False),
     Column("recipients", Text, nullable=False),
     Column("subject", String(400), nullable=False),
-    Column("message_id", String(255), nullable=False, unique=True),
+    Column("message_id", Text, nullable=False, unique=True),
     Column("raw", LargeBinary, nullable=False),
+    # A digest (dedupe_digest), never the key itself: any key fits.
     Column("dedupe_key", String(160), unique=True),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
@@ -61,7 +64,29 @@ submissions = Table(
     Column("last_reply", Text),
     Column("sent_at", Float),
     Column("client_ip", String(64)),
+    Column("fingerprint", String(64)),
 )
+# One row per rate or quota key: the GCRA "theoretical arrival time" (limits.py).
+limit_buckets = Table(
+    "limit_buckets",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("tat", Float, nullable=False),
+)
+# Counts kept up to date where rows change state (queue.py): "backlog".
+counters = Table(
+    "ledger_counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+BACKLOG = "backlog"
+# Bounds of the submissions columns a post fills (checked before the commit).
+BOUNDS = {
+    c.name: c.type.length
+    for c in submissions.c
+    if isinstance(c.type, String) and not isinstance(c.type, Text) and c.type.length
+}
 relay_health = Table(
     "relay_health",
     metadata,
@@ -150,12 +175,58 @@ def _v2_client_ip(conn: Connection) -> None:
     )
 
 
-def _v3_owners(conn: Connection) -> None:
+def _v3_counters(conn: Connection) -> None:
+    # Limits are kept in counters updated with each row instead of counted
+    # per post; content dedupe gets its fingerprint; dedupe keys become
+    # fixed-length digests, so no key can overflow the column.
+    conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN fingerprint VARCHAR(64)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_fingerprint "
+        "ON submissions (fingerprint, created_at)"
+    )
+    if conn.dialect.name == "postgresql":
+        # The Message-ID's domain is MAIL_FROM's, up to 252 characters.
+        conn.exec_driver_sql(
+            "ALTER TABLE submissions ALTER COLUMN message_id TYPE TEXT"
+        )
+    conn.exec_driver_sql(
+        "CREATE TABLE limit_buckets "
+        "(key VARCHAR(64) NOT NULL PRIMARY KEY, tat FLOAT NOT NULL)"
+    )
+    conn.exec_driver_sql(
+        "CREATE TABLE ledger_counters "
+        "(name VARCHAR(32) NOT NULL PRIMARY KEY, value BIGINT NOT NULL)"
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO ledger_counters (name, value) SELECT 'backlog', count(*) "
+        "FROM submissions WHERE state IN ('pending', 'sending')"
+    )
+    keys = conn.exec_driver_sql(
+        "SELECT id, dedupe_key FROM submissions WHERE dedupe_key IS NOT NULL"
+    ).all()
+    for row_id, key in keys:
+        conn.execute(
+            text("UPDATE submissions SET dedupe_key = :digest WHERE id = :id"),
+            {"digest": _v3_digest(key), "id": row_id},
+        )
+
+
+def _v3_digest(key: str) -> str:
+    # Frozen with version 3: dedupe_digest must keep computing the same.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def dedupe_digest(key: str) -> str:
+    """Return what the ledger stores for a dedupe key: 64 hex characters."""
+    return _v3_digest(key)
+
+
+def _v4_owners(conn: Connection) -> None:
     # The console's accounts: argon2id hashes only, never a password.
-    v3 = MetaData()
+    v4 = MetaData()
     Table(
         "owners",
-        v3,
+        v4,
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
         Column("email", String(254), nullable=False, unique=True),
         Column("password_hash", String(255), nullable=False),
@@ -163,13 +234,14 @@ def _v3_owners(conn: Connection) -> None:
         Column("created_at", Float, nullable=False),
         Column("last_login_at", Float),
     )
-    v3.create_all(conn)
+    v4.create_all(conn)
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
-    _v3_owners,
+    _v3_counters,
+    _v4_owners,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

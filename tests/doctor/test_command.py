@@ -138,7 +138,7 @@ def test_command_reports_a_bad_setting_as_a_check(relay, local_dns, command_env)
     proc = run_command(command_env(relay, SMTP_PORT="abc"), local_dns)
 
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 1
+    assert proc.returncode == 78  # EX_CONFIG
     assert "Traceback" not in output
     assert re.search(r"^FAIL  configuration .*SMTP_PORT", output, re.MULTILINE)
     assert "fix:" in output
