@@ -11,6 +11,7 @@ the browser's back button on a shared machine.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -38,6 +39,13 @@ from .origin import client_ip
 from .owners import Owner
 from .services import services
 
+# Log-in attempts, as token buckets in the ledger (so they hold across workers
+# and machines): a burst of this many, refilled over this many seconds. Per
+# account they stop a slow guessing of one password from many addresses; per
+# address, one client trying many accounts. Each attempt also costs an
+# argon2 hash, so they bound that work too.
+LOGIN_PER_ACCOUNT = (10, 900.0)
+LOGIN_PER_ADDRESS = (20, 900.0)
 bp = Blueprint("console", __name__, url_prefix="/admin")
 log = logging.getLogger("formpost.console")
 WRONG = "Wrong email or password."
@@ -114,6 +122,17 @@ def login() -> ResponseReturnValue:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("console/login.html", form=form), status
+    wait = _throttled(form.email.data)
+    if wait is not None:
+        log.warning("log-in attempts throttled from %s", client_ip())
+        minutes = max(1, math.ceil(wait / 60))
+        error = (
+            "Too many log-in attempts. Please try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        form.password.data = ""
+        page = render_template("console/login.html", form=form, error=error)
+        return page, 429, {"Retry-After": str(math.ceil(wait))}
     owner = services().owners.authenticate(form.email.data, form.password.data)
     if owner is None:
         log.info("failed log-in from %s", client_ip())
@@ -140,6 +159,22 @@ def inbox() -> ResponseReturnValue:
     """The newest submissions, with their state."""
     rows = services().ledger.rows(limit=50)
     return render_template("console/inbox.html", rows=rows)
+
+
+def _throttled(email: str) -> float | None:
+    """Take a token per account and per address; the wait if either is empty.
+
+    The account is the email as typed, normalised, whether or not an owner
+    has it: the answer must not tell which emails have accounts.
+    """
+    ledger = services().ledger
+    account = email.strip().lower()
+    waits = [
+        ledger.take_token(("login-address", client_ip()), *LOGIN_PER_ADDRESS),
+        ledger.take_token(("login-account", account), *LOGIN_PER_ACCOUNT),
+    ]
+    found = [wait for wait in waits if wait is not None]
+    return max(found) if found else None
 
 
 def _next_page() -> str:

@@ -224,3 +224,78 @@ def test_the_inbox_lists_submissions_escaped(console, relay):
     assert "<script>alert(1)" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+
+
+# -- log-in throttling, counted in the ledger ----------------------------------
+
+
+def _attempt(client, email, password, address):
+    data = {"csrf_token": _token(client), "email": email, "password": password}
+    return client.post("/admin/login", data=data, headers={"X-Forwarded-For": address})
+
+
+@pytest.fixture
+def behind_proxy(make_app, relay, database_url):
+    """Two apps (two workers) on one database, behind one trusted proxy."""
+    env = relay.env(TRUSTED_PROXY_HOPS="1", DATABASE_URL=database_url)
+    apps = [make_app(env), make_app(env)]
+    for app in apps:
+        fast_hashing(app)
+    services_of(apps[0]).owners.add(EMAIL, PASSWORD)
+    return apps
+
+
+def test_ten_wrong_passwords_for_one_account_throttle_it_everywhere(behind_proxy):
+    first, second = (app.test_client() for app in behind_proxy)
+    for n in range(10):
+        client = first if n % 2 else second  # both workers count together
+        response = _attempt(client, EMAIL, f"wrong password {n}", f"192.0.2.{n}")
+        assert response.status_code == 401
+    # The right password, from yet another address: still refused for now.
+    refused = _attempt(first, EMAIL, PASSWORD, "198.51.100.7")
+    assert refused.status_code == 429
+    assert "Too many log-in attempts" in refused.get_data(as_text=True)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 90
+    assert first.get("/admin/").status_code == 302
+    # Another account from a fresh address is not affected.
+    other = _attempt(second, "someone@example.com", "x" * 12, "198.51.100.8")
+    assert other.status_code == 401
+
+
+def test_one_address_trying_many_accounts_is_throttled(behind_proxy):
+    client = behind_proxy[0].test_client()
+    for n in range(20):
+        response = _attempt(client, f"guess{n}@example.com", "x" * 12, "203.0.113.5")
+        assert response.status_code == 401
+    assert _attempt(client, EMAIL, PASSWORD, "203.0.113.5").status_code == 429
+    # The owner, from their own address, still gets in.
+    assert _attempt(client, EMAIL, PASSWORD, "198.51.100.9").status_code == 302
+
+
+def test_a_token_comes_back_with_time(make_app, relay):
+    app = make_app(relay.env(TRUSTED_PROXY_HOPS="1"))
+    fast_hashing(app)
+    services_of(app).owners.add(EMAIL, PASSWORD)
+    clock = use_fake_clock(app)
+    client = app.test_client()
+    for n in range(10):
+        _attempt(client, EMAIL, f"wrong password {n}", f"192.0.2.{n}")
+    assert _attempt(client, EMAIL, PASSWORD, "192.0.2.99").status_code == 429
+    clock.advance(91)  # 900 s / 10 attempts: one token back
+    assert _attempt(client, EMAIL, PASSWORD, "192.0.2.99").status_code == 302
+
+
+def test_an_unknown_email_is_throttled_like_a_known_one(make_app, relay):
+    """The answer must not tell which emails have accounts."""
+    app = make_app(relay.env(TRUSTED_PROXY_HOPS="1"))
+    fast_hashing(app)
+    services_of(app).owners.add(EMAIL, PASSWORD)
+    client = app.test_client()
+    answers = {}
+    for email in (EMAIL, "nobody@example.com"):
+        statuses = [
+            _attempt(client, email, f"wrong password {n}", f"192.0.2.{n}").status_code
+            for n in range(11)
+        ]
+        answers[email] = statuses
+    assert answers[EMAIL] == answers["nobody@example.com"] == [401] * 10 + [429]
