@@ -168,6 +168,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if token and len(token) < 16:
         raise ConfigError("METRICS_TOKEN is too short: use at least 16 characters")
     cfg["METRICS_TOKEN"] = token
+    cfg["ADMIN_ENABLED"] = env.boolean("ADMIN_ENABLED", True)
+    cfg["ADMIN_IDLE_TIMEOUT"] = env.number(
+        "ADMIN_IDLE_TIMEOUT", 12 * 3600.0, 60.0, 30 * 86400.0
+    )
     cfg["LOG_FORMAT"] = env.choice("LOG_FORMAT", ("text", "json"), "text")
     cfg["LOG_LEVEL"] = env.choice(
         "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

@@ -34,12 +34,24 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
 
     from config import ConfigError, development_secret, load_config
 
-    from . import cli, endpoint, handlers, health, hosted, logs, metrics, security
+    from . import (
+        cli,
+        console,
+        endpoint,
+        handlers,
+        health,
+        hosted,
+        logs,
+        metrics,
+        security,
+    )
     from .clock import SystemClock
     from .errors import StorageError
     from .formdefs import load_forms
     from .ledger import Ledger, default_url, make_engine, migrate
+    from .ledger.owners import OwnerStore
     from .outbox import OutboxSettings
+    from .owners import Owners
     from .services import EXTENSION, Services, make_transport
 
     try:
@@ -105,8 +117,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             EXIT_UNAVAILABLE,
         )
     transport = make_transport(app.config, app.instance_path)
+    clock = SystemClock()
     app.extensions[EXTENSION] = Services(
-        ledger=Ledger(engine, SystemClock()),
+        ledger=Ledger(engine, clock),
         transport=transport,
         outbox=OutboxSettings.from_config(app.config),
         forms=forms,
@@ -115,11 +128,14 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
         backlog_limit=app.config["BACKLOG_LIMIT"],
         dedupe_window=app.config["DEDUPE_WINDOW"],
+        owners=Owners(OwnerStore(engine, clock)),
     )
 
     app.register_blueprint(hosted.bp)
     app.register_blueprint(endpoint.bp)
     app.register_blueprint(health.bp)
+    if app.config["ADMIN_ENABLED"]:
+        console.init_app(app)
     handlers.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)

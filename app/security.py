@@ -3,24 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, request
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import (
+    SecureCookieSession,
+    SecureCookieSessionInterface,
+    SessionMixin,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+# Set while a session is saved: does it belong to a logged-in owner?
+_OWNER_SESSION: ContextVar[bool] = ContextVar("owner_session", default=False)
 
 
 class _SchemeAwareSessionInterface(SecureCookieSessionInterface):
     """Mark the session cookie Secure whenever the request came over HTTPS.
 
     Behind a TLS-terminating proxy, ProxyFix makes request.is_secure true, so
-    the flag follows the real scheme without a separate setting.
+    the flag follows the real scheme without a separate setting. A session
+    that carries a logged-in owner (Flask-Login's `_user_id`) is
+    SameSite=Strict: no link from another site can act on the console.
     """
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        if _OWNER_SESSION.get():
+            return "Strict"
+        return super().get_cookie_samesite(app)
+
+    def save_session(
+        self, app: Flask, session: SessionMixin, response: Response
+    ) -> None:
+        token = _OWNER_SESSION.set("_user_id" in session)
+        try:
+            super().save_session(app, session, response)
+        finally:
+            _OWNER_SESSION.reset(token)
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         # Most posts (forms on other sites) carry no cookie: skip building

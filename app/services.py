@@ -23,6 +23,7 @@ from .formdefs import FormDef
 from .ledger import Ledger, Limits
 from .maildir import MaildirTransport, default_maildir
 from .outbox import OutboxSettings, Worker
+from .owners import Owners
 from .signing import Signer, SigningTransport
 from .smtp import SMTPSettings, SMTPTransport
 from .transport import Transport
@@ -42,6 +43,7 @@ class Services:
     recipients: Mapping[str, Recipient]
     recipient_daily_quota: int
     backlog_limit: int
+    owners: Owners
     dedupe_window: float = 0.0
 
     @property

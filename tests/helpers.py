@@ -108,3 +108,16 @@ def mark_retry(
 def mark_failed(ledger: Ledger, row: Claimed, kind: str, reply: str) -> bool:
     """Dead-letter a claimed row at once, keeping the relay's reply."""
     return ledger.settle([ledger.failed(row, kind, reply)])[0]
+
+
+def fast_hashing(app: Flask) -> None:
+    """Hash owners' passwords with argon2id at its cheapest, to keep tests fast.
+
+    Still real argon2id (the production parameters are tested on their own):
+    only the memory and time costs are lowered.
+    """
+    from argon2 import PasswordHasher
+
+    services_of(app).owners.hasher = PasswordHasher(
+        time_cost=1, memory_cost=8, parallelism=1
+    )

@@ -418,3 +418,41 @@ def test_the_limits_cost_benchmark_runs():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2,000 rows in the window" in done.stdout
     assert "full / empty" in done.stdout
+
+
+# -- tokens outside the accept path (log-in attempts) -------------------------
+
+
+def test_take_token_is_a_bucket_that_refills(ledger, clock):
+    taken = [ledger.take_token(("login", "a"), 3, 30) for _ in range(4)]
+    assert taken[:3] == [None, None, None]
+    assert taken[3] == pytest.approx(10)
+    assert ledger.take_token(("login", "b"), 3, 30) is None  # another bucket
+    clock.advance(10)
+    assert ledger.take_token(("login", "a"), 3, 30) is None
+    assert ledger.take_token(("login", "a"), 3, 30) is not None
+
+
+def test_take_token_races_are_counted_exactly(database_url, clock):
+    """Sixteen takers on two engines (two machines): exactly the bucket's ten."""
+    ledgers = []
+    for _ in range(2):
+        engine = make_engine(database_url)
+        migrate(engine)
+        ledgers.append(Ledger(engine, clock))
+    results: list[float | None] = []
+    barrier = threading.Barrier(16)
+
+    def take(i: int) -> None:
+        barrier.wait(10)
+        results.append(ledgers[i % 2].take_token(("login", "race"), 10, 900))
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 16
+    assert results.count(None) == 10
+    for ledger in ledgers:
+        ledger.engine.dispose()

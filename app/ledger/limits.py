@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Float, Integer, String, bindparam, select
+from sqlalchemy import Connection, Engine, Float, Integer, String, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -251,3 +251,34 @@ class Admission:
             tat = max(tat, created_at) + bucket.interval
             tat = min(tat, created_at + bucket.seconds)
         return tat
+
+
+@functools.lru_cache(maxsize=2)
+def _open_bucket(dialect: str) -> Any:
+    # A bucket's first row starts full (its time long past); one that is
+    # there already is left alone, and the SELECT below then locks it.
+    return (
+        _UPSERT[dialect](limit_buckets)
+        .values(key=bindparam("key", type_=String), tat=0.0)
+        .on_conflict_do_nothing(index_elements=[limit_buckets.c.key])
+    )
+
+
+def take_token(
+    conn: Connection, parts: Sequence[object], count: int, seconds: float, now: float
+) -> float | None:
+    """Take one token from a bucket of `count` per `seconds`, in `conn`'s transaction.
+
+    Return None when there was one, or the seconds until the next comes
+    back. The bucket row is locked (FOR UPDATE; SQLite's BEGIN IMMEDIATE), so
+    concurrent takers across workers and machines are counted exactly.
+    """
+    key = _key("token", *parts, count, seconds)
+    conn.execute(_open_bucket(conn.dialect.name), {"key": key})
+    tat = conn.execute(_read_bucket().with_for_update(), {"key": key}).scalar_one()
+    interval = seconds / count
+    tat = max(float(tat), now)
+    if tat + interval - now > seconds + _SLACK:
+        return tat + interval - seconds - now
+    conn.execute(_write_bucket(conn.dialect.name), {"key": key, "tat": tat + interval})
+    return None

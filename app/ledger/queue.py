@@ -44,6 +44,7 @@ from .limits import (
     add_to_backlog,
     buckets_for,
     lock_backlog,
+    take_token,
 )
 from .schema import (
     BACKLOG,
@@ -571,6 +572,17 @@ class Ledger:
         )
         with self._writing() as conn:
             conn.execute(upsert)
+
+    def take_token(
+        self, parts: Sequence[object], count: int, seconds: float
+    ) -> float | None:
+        """Take one token from the bucket named by `parts` (count per seconds).
+
+        Return None, or the seconds until a token comes back. For limits
+        outside the accept path, such as log-in attempts.
+        """
+        with self._writing() as conn:
+            return take_token(conn, parts, count, seconds, self.clock.now())
 
     # -- operators ---------------------------------------------------------
 

@@ -97,6 +97,18 @@ relay_health = Table(
     Column("last_error", Text),
     Column("last_success_at", Float),
 )
+owners = Table(
+    "owners",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    # A new random value whenever the password changes: it is part of the
+    # session's user id, so changing a password signs every session out.
+    Column("session_key", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float),
+)
 schema_version = Table(
     "formpost_schema", metadata, Column("version", Integer, nullable=False)
 )
@@ -209,10 +221,27 @@ def dedupe_digest(key: str) -> str:
     return _v3_digest(key)
 
 
+def _v4_owners(conn: Connection) -> None:
+    # The console's accounts: argon2id hashes only, never a password.
+    v4 = MetaData()
+    Table(
+        "owners",
+        v4,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("email", String(254), nullable=False, unique=True),
+        Column("password_hash", String(255), nullable=False),
+        Column("session_key", String(32), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("last_login_at", Float),
+    )
+    v4.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
     _v3_counters,
+    _v4_owners,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,191 @@
+"""The owner's console under /admin: log in, log out, and the inbox.
+
+Off (404) until an owner exists (`flask --app wsgi users add EMAIL`), and
+gone entirely with ADMIN_ENABLED=false. Sessions through Flask-Login; the
+session cookie is SameSite=Strict while an owner is logged in (security.py),
+and a session idle for ADMIN_IDLE_TIMEOUT seconds ends. Every answer here is
+`Cache-Control: no-store`: what an owner reads is not for shared caches or
+the browser's back button on a shared machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, current_user, login_required, login_user
+from flask_login import logout_user as end_session
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Length
+
+from .origin import client_ip
+from .owners import Owner
+from .services import services
+
+# Log-in attempts, as token buckets in the ledger (so they hold across workers
+# and machines): a burst of this many, refilled over this many seconds. Per
+# account they stop a slow guessing of one password from many addresses; per
+# address, one client trying many accounts. Each attempt also costs an
+# argon2 hash, so they bound that work too.
+LOGIN_PER_ACCOUNT = (10, 900.0)
+LOGIN_PER_ADDRESS = (20, 900.0)
+bp = Blueprint("console", __name__, url_prefix="/admin")
+log = logging.getLogger("formpost.console")
+WRONG = "Wrong email or password."
+SEEN = "console_seen"
+
+
+class LoginForm(FlaskForm):
+    """Email and password; one generic error for either being wrong."""
+
+    email = EmailField("Email", validators=[DataRequired("Enter your email.")])
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired("Enter your password."), Length(max=1024)],
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the console and Flask-Login's session handling."""
+    manager = LoginManager()
+    manager.login_view = "console.login"
+    manager.login_message = "Please log in to see the console."
+    # "strong" drops the session when the client's address or browser
+    # changes; with fingerprints of IP and User-Agent that owners on mobile
+    # networks would trip, "basic" plus the idle timeout is the usual choice.
+    manager.session_protection = "basic"
+    manager.user_loader(_load_owner)
+    manager.init_app(app)
+    app.register_blueprint(bp)
+
+
+def _load_owner(user_id: str) -> Owner | None:
+    return services().owners.load(user_id)
+
+
+@bp.before_request
+def _console_is_on() -> ResponseReturnValue | None:
+    if not services().owners.exist():
+        abort(404)
+    if not current_user.is_authenticated:
+        return None
+    now = services().clock.now()
+    seen = session.get(SEEN)
+    if isinstance(seen, int | float) and now - seen > _idle_timeout():
+        end_session()
+        session.pop(SEEN, None)
+        flash("Your session ended after a while without use. Please log in again.")
+        return redirect(url_for(".login", next=request.full_path.rstrip("?")))
+    session[SEEN] = now
+    return None
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_template_filter("isotime")
+def isotime(epoch: float) -> str:
+    """Format a ledger time (seconds since the epoch) as UTC, to the minute."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _idle_timeout() -> float:
+    return current_app.config["ADMIN_IDLE_TIMEOUT"]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Show the log-in form; on a matching email and password, start a session."""
+    if current_user.is_authenticated:
+        return redirect(_next_page())
+    form = LoginForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("console/login.html", form=form), status
+    wait = _throttled(form.email.data)
+    if wait is not None:
+        log.warning("log-in attempts throttled from %s", client_ip())
+        minutes = max(1, math.ceil(wait / 60))
+        error = (
+            "Too many log-in attempts. Please try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        form.password.data = ""
+        page = render_template("console/login.html", form=form, error=error)
+        return page, 429, {"Retry-After": str(math.ceil(wait))}
+    owner = services().owners.authenticate(form.email.data, form.password.data)
+    if owner is None:
+        log.info("failed log-in from %s", client_ip())
+        form.password.data = ""
+        return render_template("console/login.html", form=form, error=WRONG), 401
+    session.clear()  # a new session for the owner: nothing carried over
+    login_user(owner)
+    session[SEEN] = services().clock.now()
+    log.info("%s logged in", owner.email)
+    return redirect(_next_page())
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the session (a POST behind CSRF, so no page can log an owner out)."""
+    end_session()
+    session.clear()
+    return redirect(url_for(".login"))
+
+
+@bp.get("/")
+@login_required
+def inbox() -> ResponseReturnValue:
+    """The newest submissions, with their state."""
+    rows = services().ledger.rows(limit=50)
+    return render_template("console/inbox.html", rows=rows)
+
+
+def _throttled(email: str) -> float | None:
+    """Take a token per account and per address; the wait if either is empty.
+
+    The account is the email as typed, normalised, whether or not an owner
+    has it: the answer must not tell which emails have accounts.
+    """
+    ledger = services().ledger
+    account = email.strip().lower()
+    waits = [
+        ledger.take_token(("login-address", client_ip()), *LOGIN_PER_ADDRESS),
+        ledger.take_token(("login-account", account), *LOGIN_PER_ACCOUNT),
+    ]
+    found = [wait for wait in waits if wait is not None]
+    return max(found) if found else None
+
+
+def _next_page() -> str:
+    """Where to go after logging in: a console path only, never another site."""
+    target = request.args.get("next", "")
+    parts = urlsplit(target)
+    if (
+        target.startswith("/admin")
+        and not parts.scheme
+        and not parts.netloc
+        and "\\" not in target
+    ):
+        return target
+    return url_for(".inbox")
