@@ -9,7 +9,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from .helpers import csrf_token, deliver, post_form
+from .helpers import (
+    CSRF_RE,
+    FORM_TOKEN_RE,
+    csrf_token,
+    deliver,
+    ledger_of,
+    post_form,
+    use_fake_clock,
+)
 
 ONE_RECIPIENT = {"MAIL_RECIPIENTS": "team=team@example.com"}
 
@@ -322,3 +330,45 @@ def test_no_header_injection_property(
     assert len(msg.get_all("Subject")) == 1
     assert len(msg.get_all("Reply-To") or []) <= 1
     assert msg["Subject"] == subject.strip()
+
+
+# -- the hosted form's own spam checks ---------------------------------------
+
+
+def test_hosted_honeypot_is_answered_like_success(app, client, relay):
+    response = post_form(client, website="https://spam.example")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/thanks"
+    assert client.get("/thanks").status_code == 200
+    assert ledger_of(app).rows() == []
+    assert deliver(app) == 0
+    assert relay.received == []
+
+
+def test_hosted_form_minimum_fill_time(make_app, relay):
+    """The form token's age is read from the app's clock: the test moves it."""
+    app = make_app(relay.env(MIN_FILL_SECONDS="2"))
+    clock = use_fake_clock(app)
+    client = app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    data = {
+        "csrf_token": CSRF_RE.search(page).group(1),
+        "form_token": FORM_TOKEN_RE.search(page).group(1),
+        "recipient": "support",
+        "subject": "Hello",
+        "message": "Typed remarkably fast.",
+    }
+    clock.advance(1)
+    quick = client.post("/", data=data)
+    assert quick.status_code == 400
+    text = quick.get_data(as_text=True)
+    assert "That was quick" in text and "Typed remarkably fast." in text
+    assert "wait 1 more second" in text
+    assert ledger_of(app).rows() == []
+    clock.advance(1.5)
+    later = client.post("/", data=data)
+    assert later.status_code == 303
+    assert later.headers["Location"] == "/thanks"
+    assert deliver(app) == 1
+    (got,) = relay.received
+    assert got.rcpt_tos == ["help@example.org"]
