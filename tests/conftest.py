@@ -11,8 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.ledger import Ledger, make_engine, migrate
 from app.services import EXTENSION
 
+from .fakeclock import FakeClock
 from .helpers import PG_URL, postgres_or_skip
 from .relay import PKI, Relay
 
@@ -80,6 +82,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     finally:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+def ledger(database_url: str, clock: FakeClock) -> Iterator[Ledger]:
+    """A ledger on a fresh database (SQLite and PostgreSQL) and the fake clock."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield Ledger(engine, clock)
+    engine.dispose()
 
 
 @pytest.fixture

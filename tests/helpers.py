@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.ledger import Claimed, Ledger
+from app.message import Envelope
 from app.services import EXTENSION, Services
 
 from .fakeclock import FakeClock
@@ -120,4 +121,14 @@ def fast_hashing(app: Flask) -> None:
 
     services_of(app).owners.hasher = PasswordHasher(
         time_cost=1, memory_cost=8, parallelism=1
+    )
+
+
+def envelope(n: int = 0) -> Envelope:
+    """A small composed message numbered `n` (its Message-ID is unique per n)."""
+    return Envelope(
+        mail_from="forms@formpost.test",
+        recipients=("sales@example.com",),
+        data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
+        message_id=f"<{n}@formpost.test>",
     )

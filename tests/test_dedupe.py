@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
@@ -35,25 +35,6 @@ def client_of(app: Flask, ip: str = CLIENT) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = ip
     return client
-
-
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """conftest's make_app, closing each app's database connections afterwards.
-
-    The PostgreSQL server is shared: connections left to the garbage
-    collector can use up its max_connections.
-    """
-    built: list[Flask] = []
-
-    def factory(env: dict[str, str] | None = None) -> Flask:
-        app = make_app(env)
-        built.append(app)
-        return app
-
-    yield factory
-    for app in built:
-        ledger_of(app).engine.dispose()
 
 
 def dedupe_app(

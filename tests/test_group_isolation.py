@@ -9,55 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
-from flask import Flask
 from sqlalchemy import event
 
-from app.ledger import Ledger, StorageError, make_engine, migrate
+from app.ledger import Ledger, StorageError
 from app.message import Envelope
 
-from .fakeclock import FakeClock
-from .helpers import ledger_of
+from .helpers import envelope, ledger_of
 
 SITE = "https://www.example.com"
-
-
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """conftest's make_app, closing each app's database connections afterwards.
-
-    The PostgreSQL server is shared: connections left to the garbage
-    collector can use up its max_connections.
-    """
-    built: list[Flask] = []
-
-    def factory(env: dict[str, str] | None = None) -> Flask:
-        app = make_app(env)
-        built.append(app)
-        return app
-
-    yield factory
-    for app in built:
-        ledger_of(app).engine.dispose()
-
-
-def envelope(n: int) -> Envelope:
-    return Envelope(
-        mail_from="forms@formpost.test",
-        recipients=("sales@example.com",),
-        data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
-        message_id=f"<{n}@formpost.test>",
-    )
-
-
-@pytest.fixture
-def ledger(database_url) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, FakeClock())
-    engine.dispose()
 
 
 def poison(engine, subject: str) -> None:

@@ -20,32 +20,9 @@ from app.ledger import (
 )
 from app.ledger import queue as queue_module
 from app.ledger import schema as schema_module
-from app.message import Envelope
 
 from .fakeclock import FakeClock
-from .helpers import mark_failed, mark_retry, mark_sent
-
-
-def envelope(n: int = 0) -> Envelope:
-    return Envelope(
-        mail_from="forms@formpost.test",
-        recipients=("sales@example.com",),
-        data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
-        message_id=f"<{n}@formpost.test>",
-    )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ledger(database_url, clock) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, clock)
-    engine.dispose()
+from .helpers import envelope, mark_failed, mark_retry, mark_sent
 
 
 def enqueue(ledger: Ledger, n: int = 0, **kwargs) -> str:

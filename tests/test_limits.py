@@ -23,36 +23,13 @@ from app.ledger import (
 )
 from app.ledger import queue as queue_module
 from app.ledger import schema as schema_module
-from app.message import Envelope
 
 from .fakeclock import FakeClock
-from .helpers import mark_failed, mark_retry, mark_sent
+from .helpers import envelope, mark_failed, mark_retry, mark_sent
 
 SITE = "https://www.example.com"
 IP = "192.0.2.1"
 HIGH = Limits(rate=((1_000_000, 60),), recipient_daily=10_000_000, backlog=10_000_000)
-
-
-def envelope(n: int) -> Envelope:
-    return Envelope(
-        mail_from="forms@formpost.test",
-        recipients=("sales@example.com",),
-        data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
-        message_id=f"<{n}.{id(object())}@formpost.test>",
-    )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ledger(database_url, clock) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, clock)
-    engine.dispose()
 
 
 _counter = iter(range(10**9))

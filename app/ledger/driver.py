@@ -253,3 +253,30 @@ def driver_transaction(engine: Engine) -> Iterator[Any]:
     finally:
         if writers is not None:
             writers.release()
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it does not take the write lock.
+
+    A database error inside leaves as StorageError.
+    """
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StorageError(f"could not read the ledger: {exc}") from exc
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction through SQLAlchemy, for the paths that are not hot.
+
+    A database error inside leaves as StorageError; nothing is committed.
+    """
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StorageError(f"could not write to the ledger: {exc}") from exc

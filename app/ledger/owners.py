@@ -7,8 +7,7 @@ nothing about how passwords are checked: app/owners.py does that.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
@@ -16,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..clock import Clock
 from ..errors import StorageError
-from .driver import READ_ONLY
+from .driver import reading, writing
 from .schema import owners
 
 
@@ -43,18 +42,8 @@ class OwnerStore:
         self.engine = engine
         self.clock = clock
 
-    @contextmanager
-    def _connection(self, write: bool) -> Iterator[Connection]:
-        try:
-            if write:
-                with self.engine.begin() as conn:
-                    yield conn
-            else:
-                with self.engine.connect() as conn:
-                    conn.execution_options(**{READ_ONLY: True})
-                    yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not use the owner accounts: {exc}") from exc
+    def _connection(self, write: bool) -> AbstractContextManager[Connection]:
+        return writing(self.engine) if write else reading(self.engine)
 
     def add(self, email: str, password_hash: str) -> OwnerRecord:
         """Store a new owner; raise OwnerExists if the email is taken."""

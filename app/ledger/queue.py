@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from .driver import READ_ONLY, driver_args, driver_transaction
+from .driver import driver_args, driver_transaction, reading, writing
 from .groupcommit import GroupCommit, Pending
 from .limits import (
     Admission,
@@ -247,30 +247,11 @@ class Ledger:
         self._integrity_errors = (IntegrityError, dbapi.IntegrityError)
         self._storage_errors = (SQLAlchemyError, dbapi.Error)
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A connection for reads only: on SQLite it does not take the write lock.
+    def _reading(self) -> AbstractContextManager[Connection]:
+        return reading(self.engine)
 
-        A database error inside leaves as StorageError.
-        """
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(**{READ_ONLY: True})
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not read the ledger: {exc}") from exc
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """A transaction through SQLAlchemy, for the paths that are not hot.
-
-        A database error inside leaves as StorageError; nothing is committed.
-        """
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"could not write to the ledger: {exc}") from exc
+    def _writing(self) -> AbstractContextManager[Connection]:
+        return writing(self.engine)
 
     # -- request path ------------------------------------------------------
 

@@ -13,59 +13,24 @@ import io
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from .helpers import deliver
-from .relay import Relay
+from ..helpers import deliver
+from .posting import (
+    FIELDS,
+    HTML,
+    JSON,
+    RECEIPT,
+    SITE,
+    assert_nothing_stored_or_sent,
+    post,
+    rows,
+)
 
-SITE = "https://www.example.com"
-JSON_ACCEPT = {"Accept": "application/json"}
-HTML_ACCEPT = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-RECEIPT = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$")
-FIELDS = {"email": "ada@example.net", "message": "A question about engines."}
-
-
-@pytest.fixture
-def build(make_app: Callable[..., Flask], relay: Relay) -> Callable[..., Flask]:
-    """Build an app for www.example.com's forms, with settings overridden."""
-
-    def factory(**overrides: str) -> Flask:
-        env = {"ALLOWED_ORIGINS": SITE, "REDIRECT_HOSTS": "www.example.com"}
-        env.update(overrides)
-        return make_app(relay.env(**env))
-
-    return factory
-
-
-@pytest.fixture
-def app(build: Callable[..., Flask]) -> Flask:
-    return build()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def post(client: FlaskClient, data: Any = None, headers: dict | None = None, **kw):
-    return client.post(
-        "/f/default", data=data, headers={"Origin": SITE, **(headers or {})}, **kw
-    )
-
-
-def rows(app: Flask) -> list:
-    return app.extensions["formpost"].ledger.rows()
-
-
-def assert_nothing_stored_or_sent(app: Flask, relay: Relay) -> None:
-    assert rows(app) == []
-    deliver(app)
-    assert relay.received == []
+JSON_ACCEPT = JSON
+HTML_ACCEPT = HTML
 
 
 def refusal(response, status: int) -> dict[str, Any]:
@@ -209,7 +174,7 @@ def test_a_100kb_file_is_415_naming_the_field_not_413(app, client, relay, accept
     """The default MAX_CONTENT_LENGTH is 64 kB: the file is found first."""
     data = {**FIELDS, "cv": (io.BytesIO(FILE_100K), "cv.pdf")}
     headers = JSON_ACCEPT if accept == "json" else HTML_ACCEPT
-    response = post(client, data, headers, content_type="multipart/form-data")
+    response = post(client, data, headers=headers, content_type="multipart/form-data")
     if accept == "json":
         body = refusal(response, 415)
         assert body["errors"] == [
@@ -230,7 +195,9 @@ def test_a_100kb_file_is_415_naming_the_field_not_413(app, client, relay, accept
 
 def test_a_file_before_the_fields_is_named_too(app, client, relay):
     data = {"cv": (io.BytesIO(FILE_100K), "cv.pdf"), **FIELDS}
-    response = post(client, data, JSON_ACCEPT, content_type="multipart/form-data")
+    response = post(
+        client, data, headers=JSON_ACCEPT, content_type="multipart/form-data"
+    )
     assert refusal(response, 415)["fields"] == {
         "cv": "Files are not accepted by this form. Remove the file and send "
         "the form again."
@@ -240,7 +207,9 @@ def test_a_file_before_the_fields_is_named_too(app, client, relay):
 
 def test_an_empty_file_part_with_data_is_still_a_file(app, client, relay):
     data = {**FIELDS, "cv": (io.BytesIO(b"data"), "")}
-    response = post(client, data, JSON_ACCEPT, content_type="multipart/form-data")
+    response = post(
+        client, data, headers=JSON_ACCEPT, content_type="multipart/form-data"
+    )
     assert refusal(response, 415)["errors"][0]["field"] == "cv"
     assert_nothing_stored_or_sent(app, relay)
 
@@ -363,7 +332,7 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("body", "content_type", "code"), BAD_BODIES)
 def test_bad_bodies_are_400_as_json(app, client, relay, body, content_type, code):
-    response = post(client, body, JSON_ACCEPT, content_type=content_type)
+    response = post(client, body, headers=JSON_ACCEPT, content_type=content_type)
     answer = refusal(response, 400)
     assert [(e["field"], e["code"]) for e in answer["errors"]] == [(None, code)]
     assert_nothing_stored_or_sent(app, relay)
@@ -374,7 +343,7 @@ def test_bad_bodies_are_400_as_json(app, client, relay, body, content_type, code
     BAD_BODIES[:1] + BAD_BODIES[6:7] + BAD_BODIES[9:10],
 )
 def test_bad_bodies_are_400_as_a_page(app, client, relay, body, content_type, code):
-    response = post(client, body, HTML_ACCEPT, content_type=content_type)
+    response = post(client, body, headers=HTML_ACCEPT, content_type=content_type)
     if content_type == "application/json":
         # A JSON body gets a JSON answer whatever it accepts.
         assert response.status_code == 400 and response.is_json
@@ -397,7 +366,7 @@ def test_multipart_value_not_utf8_is_400(app, client, relay):
     response = post(
         client,
         body,
-        JSON_ACCEPT,
+        headers=JSON_ACCEPT,
         content_type=f"multipart/form-data; boundary={boundary}",
     )
     assert refusal(response, 400)["errors"][0]["code"] == "INVALID_UTF8"
@@ -414,7 +383,10 @@ def test_multipart_value_not_utf8_is_400(app, client, relay):
 )
 def test_malformed_multipart_is_400(app, client, relay, body):
     response = post(
-        client, body, JSON_ACCEPT, content_type="multipart/form-data; boundary=b"
+        client,
+        body,
+        headers=JSON_ACCEPT,
+        content_type="multipart/form-data; boundary=b",
     )
     assert refusal(response, 400)["errors"][0]["code"] == "MALFORMED_MULTIPART"
     assert_nothing_stored_or_sent(app, relay)
@@ -427,7 +399,7 @@ def test_good_utf8_still_arrives_exactly(app, client, relay):
     response = post(
         client,
         body,
-        JSON_ACCEPT,
+        headers=JSON_ACCEPT,
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 200
