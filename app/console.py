@@ -38,6 +38,7 @@ from wtforms.validators import DataRequired, Length
 
 from . import dashboard, snippets
 from .doctor import Doctor, Report
+from .fieldmap import HONEYPOTS
 from .origin import client_ip
 from .owners import Owner
 from .services import services
@@ -293,7 +294,7 @@ def forms() -> ResponseReturnValue:
                 "fetch": snippets.fetch_html(form, action),
             }
         )
-    return render_template("console/forms.html", forms=shown)
+    return render_template("console/forms.html", forms=shown, honeypots=HONEYPOTS)
 
 
 def _throttled(email: str) -> float | None:

@@ -130,8 +130,8 @@ def build_chart(
     counts: Mapping[str, Sequence[int]],
     first_day: dt.date,
     days: int = DAYS,
-    width: int = 720,
-    height: int = 220,
+    width: int = 960,
+    height: int = 240,
 ) -> Chart:
     """Lay out a stacked bar per day, one colour per form, with axes and labels."""
     left, right, top, bottom = 36, 8, 10, 24

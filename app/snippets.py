@@ -48,7 +48,8 @@ def _fields(form: FormDef, indent: str) -> list[str]:
     lines += [
         "<!-- a honeypot: people never see it, bots fill it -->",
         f'<input type="text" name="{escape(form.honeypot)}" tabindex="-1"'
-        f' autocomplete="off" style="{HIDDEN}" aria-hidden="true">',
+        ' autocomplete="off"',
+        f'       style="{HIDDEN}" aria-hidden="true">',
     ]
     return [indent + line for line in lines]
 

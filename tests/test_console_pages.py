@@ -441,8 +441,8 @@ def test_plain_snippet_fields():
     assert '<input name="name" autocomplete="name">' in html  # not required
     assert '<input name="phone" required>' in html
     assert (
-        '<input type="text" name="website" tabindex="-1" autocomplete="off" '
-        'style="position:absolute;left:-10000px" aria-hidden="true">'
+        '<input type="text" name="website" tabindex="-1" autocomplete="off"\n'
+        '         style="position:absolute;left:-10000px" aria-hidden="true">'
     ) in html
     assert "<script" not in html
 
