@@ -226,9 +226,7 @@ def doctor() -> ResponseReturnValue:
     if run is None:
         wait = services().ledger.take_token(("doctor", owner_id), *DOCTOR_RUNS)
         if wait is not None:
-            retry = math.ceil(wait)
-            page = render_template("console/doctor.html", report=None, retry=retry)
-            return page, 429, {"Retry-After": str(retry)}
+            return _doctor_busy(math.ceil(wait), "The checks ran a moment ago.")
         run, started = _doctor_run(owner_id, start=True)
     if started:
         try:
@@ -242,9 +240,13 @@ def doctor() -> ResponseReturnValue:
     else:
         run.done.wait(DOCTOR_JOIN_WAIT)
     if run.report is None:  # the run it joined failed, or is still going
-        page = render_template("console/doctor.html", report=None, retry=5)
-        return page, 429, {"Retry-After": "5"}
-    return render_template("console/doctor.html", report=run.report, retry=None)
+        return _doctor_busy(5, "The checks did not finish.")
+    return render_template("console/doctor.html", report=run.report)
+
+
+def _doctor_busy(retry: int, why: str) -> ResponseReturnValue:
+    page = render_template("console/doctor.html", report=None, retry=retry, why=why)
+    return page, 429, {"Retry-After": str(retry)}
 
 
 class _DoctorRun:

@@ -177,6 +177,17 @@ def test_the_chart_template_escapes_every_label(console):
     assert svg.count("<rect ") == 30 + 1  # the bars and the legend's swatch
 
 
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-3, "0 s"), (59.9, "59 s"), (60, "1 min"), (3599, "59 min"),
+     (3600 * 3 + 300, "3 h 5 min"), (86400 * 2 + 3600 * 4, "2 d 4 h")],
+)  # fmt: skip
+def test_durations_read_roughly(seconds, text):
+    from app.console import duration
+
+    assert duration(seconds) == text
+
+
 # -- the dashboard -------------------------------------------------------------
 
 
@@ -296,7 +307,9 @@ def test_the_doctor_runs_three_times_a_minute_per_owner(console, owner):
     refused = owner.post("/admin/doctor", data={"csrf_token": token(owner)})
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 20
-    assert "Please try again in" in refused.get_data(as_text=True)
+    assert "The checks ran a moment ago. Please try again in" in refused.get_data(
+        as_text=True
+    )
     clock.advance(21)
     response = owner.post("/admin/doctor", data={"csrf_token": token(owner)})
     assert response.status_code == 200
