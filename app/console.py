@@ -1,4 +1,4 @@
-"""The owner's console under /admin: log in, log out, and the inbox.
+"""The owner's console under /admin: log in, the inbox, dashboard and forms.
 
 Off (404) until an owner exists (`flask --app wsgi users add EMAIL`), and
 gone entirely with ADMIN_ENABLED=false. Sessions through Flask-Login; the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -35,6 +36,9 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from . import dashboard, snippets
+from .doctor import Doctor, Report
+from .fieldmap import HONEYPOTS
 from .origin import client_ip
 from .owners import Owner
 from .services import services
@@ -46,6 +50,14 @@ from .services import services
 # argon2 hash, so they bound that work too.
 LOGIN_PER_ACCOUNT = (10, 900.0)
 LOGIN_PER_ADDRESS = (20, 900.0)
+# The doctor from the dashboard: seconds per check, and runs per owner (a
+# burst of this many, refilled over this many seconds). One run per owner at
+# a time in each process: a double click does not stack runs.
+DOCTOR_TIMEOUT = 5.0
+DOCTOR_RUNS = (3, 60.0)
+DOCTOR_JOIN_WAIT = 120.0
+_doctor_lock = threading.Lock()
+_doctor_runs: dict[int, _DoctorRun] = {}
 bp = Blueprint("console", __name__, url_prefix="/admin")
 log = logging.getLogger("formpost.console")
 WRONG = "Wrong email or password."
@@ -109,6 +121,20 @@ def isotime(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+@bp.app_template_filter("duration")
+def duration(seconds: float) -> str:
+    """Say how long, roughly: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes} min"
+    if seconds < 86400:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
 def _idle_timeout() -> float:
     return current_app.config["ADMIN_IDLE_TIMEOUT"]
 
@@ -159,6 +185,118 @@ def inbox() -> ResponseReturnValue:
     """The newest submissions, with their state."""
     rows = services().ledger.rows(limit=50)
     return render_template("console/inbox.html", rows=rows)
+
+
+@bp.get("/dashboard")
+@login_required
+def dashboard_page() -> ResponseReturnValue:
+    """Submissions per form per day, the queue, the relay, and the doctor button."""
+    ledger = services().ledger
+    now = ledger.clock.now()
+    counts = dashboard.counts_by_form_and_day(
+        dashboard.DAYS, engine=ledger.engine, now=now
+    )
+    chart = dashboard.build_chart(counts, dashboard.first_day(now))
+    return render_template(
+        "console/dashboard.html",
+        chart=chart,
+        stats=ledger.stats(),
+        now=now,
+        doctor=DoctorForm(),
+        doctor_timeout=DOCTOR_TIMEOUT,
+    )
+
+
+class DoctorForm(FlaskForm):
+    """The doctor button: nothing but its CSRF token."""
+
+
+@bp.post("/doctor")
+@login_required
+def doctor() -> ResponseReturnValue:
+    """Run the doctor's checks (never --send-test) and show the report.
+
+    A second press while this owner's run is under way in this process waits
+    for that run and shows its report: a double click runs the checks once.
+    """
+    if not DoctorForm().validate_on_submit():
+        abort(400)
+    owner_id = current_user.record.id
+    run, started = _doctor_run(owner_id)
+    if run is None:
+        wait = services().ledger.take_token(("doctor", owner_id), *DOCTOR_RUNS)
+        if wait is not None:
+            return _doctor_busy(math.ceil(wait), "The checks ran a moment ago.")
+        run, started = _doctor_run(owner_id, start=True)
+    if started:
+        try:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            run.report = Doctor(app, timeout=DOCTOR_TIMEOUT).run()
+        finally:
+            with _doctor_lock:
+                _doctor_runs.pop(owner_id, None)
+            run.done.set()
+        log.info("%s ran the doctor: %s", current_user.email, _summary(run.report))
+    else:
+        run.done.wait(DOCTOR_JOIN_WAIT)
+    if run.report is None:  # the run it joined failed, or is still going
+        return _doctor_busy(5, "The checks did not finish.")
+    return render_template("console/doctor.html", report=run.report)
+
+
+def _doctor_busy(retry: int, why: str) -> ResponseReturnValue:
+    page = render_template("console/doctor.html", report=None, retry=retry, why=why)
+    return page, 429, {"Retry-After": str(retry)}
+
+
+class _DoctorRun:
+    """One run of the doctor, which a second press of the button can wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.report: Report | None = None
+
+
+def _doctor_run(owner_id: int, start: bool = False) -> tuple[_DoctorRun | None, bool]:
+    """Find this owner's run under way (and False), or start one (and True)."""
+    with _doctor_lock:
+        run = _doctor_runs.get(owner_id)
+        if run is not None or not start:
+            return run, False
+        run = _doctor_runs[owner_id] = _DoctorRun()
+        return run, True
+
+
+def _summary(report: Report | None) -> str:
+    counts: dict[str, int] = {}
+    for check in report.checks if report else []:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+@bp.get("/forms")
+@login_required
+def forms() -> ResponseReturnValue:
+    """Every form's settings, read-only, with snippets to paste into a site."""
+    recipients = services().recipients
+    shown = []
+    for form in services().forms.values():
+        action = url_for("endpoint.submit", form_id=form.id, _external=True)
+        shown.append(
+            {
+                "form": form,
+                "action": action,
+                "recipients": [
+                    (alias, recipients[alias].address.addr_spec)
+                    for alias in form.recipients
+                    if alias in recipients
+                ],
+                "rate": snippets.rate_text(form.rate_limit),
+                "plain": snippets.plain_html(form, action),
+                "fetch": snippets.fetch_html(form, action),
+            }
+        )
+    return render_template("console/forms.html", forms=shown, honeypots=HONEYPOTS)
 
 
 def _throttled(email: str) -> float | None:
