@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hmac
 import threading
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 from flask_login import UserMixin
 
 from .ledger.owners import OwnerRecord, OwnerStore
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 MIN_PASSWORD = 12
 # argon2 hashes whatever it is given: a megabyte password is work for us.
@@ -68,9 +70,26 @@ class Owners:
 
     def __init__(self, store: OwnerStore, hasher: PasswordHasher | None = None) -> None:
         self.store = store
-        self.hasher = hasher or PasswordHasher()
+        self._hasher = hasher
         self._dummy: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def hasher(self) -> PasswordHasher:
+        """argon2-cffi's hasher (argon2id), made on first use.
+
+        Not at start-up: the delivery workers build the same app and never
+        check a password, so they need not load argon2 at all.
+        """
+        if self._hasher is None:
+            from argon2 import PasswordHasher
+
+            self._hasher = PasswordHasher()
+        return self._hasher
+
+    @hasher.setter
+    def hasher(self, hasher: PasswordHasher) -> None:
+        self._hasher = hasher
 
     def add(self, email: str, password: str) -> Owner:
         """Create an owner; raise AccountError or OwnerExists."""
@@ -129,6 +148,8 @@ class Owners:
         return Owner(record)
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         try:
             return self.hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import dkim
-
 from .errors import ConfigurationError
 from .message import Envelope, SendResult
 from .transport import Session, Transport
@@ -52,6 +50,10 @@ class Signer:
 
         Raise SigningError when the key cannot sign (a malformed key file).
         """
+        # Imported here: dkimpy (and the DNS library it loads) adds about
+        # 2.5 MB to every process, and most installations sign nothing.
+        import dkim
+
         try:
             signature = dkim.sign(
                 data,
