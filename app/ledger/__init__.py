@@ -16,6 +16,7 @@ Every database error that leaves the package is a StorageError.
 """
 
 from ..errors import StorageError
+from .content import Content
 from .driver import default_url, make_engine
 from .limits import LimitExceeded, Limits
 from .queue import Claimed, Ledger, Outcome, Stats, new_receipt
@@ -32,6 +33,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATES",
     "Claimed",
+    "Content",
     "Ledger",
     "LimitExceeded",
     "Limits",

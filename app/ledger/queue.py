@@ -34,9 +34,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
+from . import index
+from .content import Content, search_columns
 from .driver import READ_ONLY, driver_args, driver_transaction
 from .groupcommit import GroupCommit, Pending
 from .limits import (
+    DAY,
     Admission,
     Bucket,
     LimitExceeded,
@@ -52,6 +55,7 @@ from .schema import (
     RELAY_KEY,
     STATES,
     counters,
+    daily_counts,
     dedupe_digest,
     limit_buckets,
     relay_health,
@@ -105,7 +109,8 @@ _UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
-    "queued_at", "next_attempt_at", "client_ip", "fingerprint",
+    "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
+    "message", "fields", "origin", "user_agent",
 )  # fmt: skip
 UNDELIVERED = ("pending", "sending")
 
@@ -119,6 +124,7 @@ class _Store:
     buckets: list[Bucket]
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
+    search: dict[str, str]  # the full-text index's columns (index.py)
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -140,9 +146,28 @@ def _lock_counters() -> Any:
     return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
-@functools.lru_cache(maxsize=1)
-def _insert_statement() -> Any:
-    return insert(submissions).values({k: bindparam(k) for k in ROW_COLUMNS})
+@functools.lru_cache(maxsize=2)
+def _insert_statement(dialect: str) -> Any:
+    values: dict[str, Any] = {k: bindparam(k) for k in ROW_COLUMNS}
+    if dialect == "postgresql":
+        # The row's search vector in the INSERT itself: no second write.
+        values["search"] = index.pg_search_value()
+        return insert(index.pg_submissions()).values(values)
+    return insert(submissions).values(values)
+
+
+@functools.lru_cache(maxsize=2)
+def _count_statement(dialect: str) -> Any:
+    """Add :count to the form's count for :day (the statement, built once)."""
+    upsert = _UPSERT[dialect](daily_counts).values(
+        form_id=bindparam("form_id", type_=String),
+        day=bindparam("day", type_=Integer),
+        count=bindparam("count", type_=Integer),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[daily_counts.c.form_id, daily_counts.c.day],
+        set_={"count": daily_counts.c.count + upsert.excluded.count},
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -285,6 +310,7 @@ class Ledger:
         client_ip: str | None = None,
         limits: Limits | None = None,
         fingerprint: str | None = None,
+        content: Content | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -294,9 +320,11 @@ class Ledger:
         the limits are checked against their counters (limits.py), a fixed
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
-        refuses, StorageError if nothing was committed.
+        refuses, StorageError if nothing was committed. `content` is what the
+        visitor sent, stored as data and indexed for search.
         """
         now = self.clock.now()
+        content = content or Content()
         receipt = new_receipt()
         row = {
             "receipt": receipt,
@@ -315,8 +343,12 @@ class Ledger:
             "next_attempt_at": now,
             "client_ip": client_ip[:64] if client_ip else None,
             "fingerprint": fingerprint,
+            **content.columns(),
         }
         _check_fits(row)
+        search = search_columns(
+            row["subject"], content.name, content.email, content.message, content.fields
+        )
         window = limits.dedupe_window if limits is not None else 0.0
         item = Pending(
             _Store(
@@ -325,6 +357,7 @@ class Ledger:
                 buckets=buckets_for(limits, form_id, row["client_ip"], alias),
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
+                search=search,
             )
         )
         self._commits.run(item)
@@ -358,10 +391,14 @@ class Ledger:
 
     def _insert_together(self, batch: list[Pending]) -> None:
         engine = self.engine
+        dialect = engine.dialect.name
+        insert_row = _insert_statement(dialect)
+        index_row = index.index_row(dialect)
         answers: list[tuple[str | None, LimitExceeded | None]] = []
         with driver_transaction(engine) as cursor:
             admission = Admission(cursor, engine, lock_backlog(cursor, engine))
             stored = 0
+            days: dict[tuple[str, int], int] = {}
             for item in batch:
                 store: _Store = item.request
                 first = self._repeat_of(cursor, store)
@@ -375,12 +412,25 @@ class Ledger:
                     answers.append((None, refusal))
                     continue
                 admission.charge(writes)
-                cursor.execute(*driver_args(_insert_statement(), store.row, engine))
+                row = store.row
+                if dialect == "sqlite":
+                    cursor.execute(*driver_args(insert_row, row, engine))
+                    entry = {"id": cursor.lastrowid, **store.search}
+                    cursor.execute(*driver_args(index_row, entry, engine))
+                else:
+                    params = {**row, "search_text": index.search_text(store.search)}
+                    cursor.execute(*driver_args(insert_row, params, engine))
+                key = (row["form_id"], int(store.now // DAY))
+                days[key] = days.get(key, 0) + 1
                 stored += 1
-                answers.append((store.row["receipt"], None))
+                answers.append((row["receipt"], None))
             if stored:
                 add = driver_args(add_to_backlog(), {"delta": stored}, engine)
                 cursor.execute(*add)
+                count = _count_statement(dialect)
+                for (form_id, day), n in days.items():
+                    params = {"form_id": form_id, "day": day, "count": n}
+                    cursor.execute(*driver_args(count, params, engine))
         # Only now, after COMMIT returned, is any row of the batch stored.
         for item, (receipt, refusal) in zip(batch, answers, strict=True):
             item.receipt, item.refusal = receipt, refusal
