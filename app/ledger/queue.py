@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from . import index
+from . import actions, index
 from .content import Content, search_columns
 from .driver import READ_ONLY, driver_args, driver_transaction
 from .groupcommit import GroupCommit, Pending
@@ -61,6 +61,8 @@ from .schema import (
     relay_health,
     submissions,
 )
+from .search import MAX_LIMIT, Filters, Page, decode_cursor, matching
+from .timeline import Detail, attempt_params, read_detail, record_attempts
 
 RECEIPT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud
 
@@ -532,10 +534,12 @@ class Ledger:
 
         Only the holder of the current claim may record an outcome: after a
         lost lease another worker owns the row, and its result is False.
+        Each attempt recorded joins the row's timeline (timeline.py).
         """
         if not outcomes:
             return []
         held = []
+        now = self.clock.now()
         try:
             with driver_transaction(self.engine) as cursor:
                 for outcome in outcomes:
@@ -549,6 +553,13 @@ class Ledger:
                     }
                     cursor.execute(*driver_args(stmt, params, self.engine))
                     held.append(cursor.rowcount == 1)
+                attempts = [
+                    attempt_params(outcome, now)
+                    for outcome, ok in zip(outcomes, held, strict=True)
+                    if ok and not outcome.give_back
+                ]
+                if attempts:
+                    record_attempts(cursor, self.engine, attempts)
                 # Rows leaving sending for sent or failed leave the backlog.
                 delivered = sum(
                     1
@@ -711,6 +722,136 @@ class Ledger:
             )
             conn.execute(limit_buckets.delete().where(limit_buckets.c.tat < now))
         return result.rowcount
+
+    # -- the owner's console ---------------------------------------------
+
+    def search(
+        self,
+        query: str | None = None,
+        form: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Return one page of matching rows, newest first, and the next cursor.
+
+        `query` is plain words, all of which must match (search.py). Raise
+        BadCursor for a cursor this ledger did not hand out.
+        """
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        filters = Filters(query, form, state, since, until)
+        below = decode_cursor(cursor)
+        stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
+        if stmt is None:
+            return Page([], None)
+        with self._reading() as conn:
+            rows = list(conn.execute(stmt.limit(limit + 1)).all())
+        if len(rows) > limit:
+            return Page(rows[:limit], str(rows[limit - 1].id))
+        return Page(rows, None)
+
+    def iterate(self, filters: Filters, batch: int = 500) -> Iterator[Any]:
+        """Yield every matching row, newest first, fetched in keyset batches.
+
+        Each batch is its own short read, so memory stays flat and no
+        transaction stays open while the caller writes its export out.
+        """
+        below: int | None = None
+        while True:
+            stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
+            if stmt is None:
+                return
+            with self._reading() as conn:
+                rows = conn.execute(stmt.limit(batch)).all()
+            yield from rows
+            if len(rows) < batch:
+                return
+            below = rows[-1].id
+
+    def detail(self, receipt: str) -> Detail | None:
+        """Return everything stored about a submission and its attempts in order."""
+        with self._reading() as conn:
+            return read_detail(conn, receipt, _LISTED)
+
+    def retry_now(self, receipts: Sequence[str]) -> int:
+        """Make these pending or failed rows due now; return how many."""
+        return self._by_receipts(receipts, actions.retry_now)
+
+    def erase(self, receipts: Sequence[str]) -> int:
+        """Erase these rows to tombstones (actions.py); return how many."""
+        return self._by_receipts(receipts, actions.erase)
+
+    def retry_matching(self, filters: Filters) -> int:
+        """Retry now every row matching `filters`, in bounded batches."""
+        return self._by_filter(filters, actions.retry_now)
+
+    def erase_matching(self, filters: Filters) -> int:
+        """Erase every row matching `filters`, in bounded batches."""
+        return self._by_filter(filters, actions.erase)
+
+    def erase_delivered_before(self, cutoff: float) -> int:
+        """Erase sent rows created before `cutoff` (retention); return how many."""
+        c = submissions.c
+        done = 0
+        while True:
+            query = (
+                select(c.id)
+                .where(c.state == "sent", c.created_at < cutoff)
+                .order_by(c.id)
+                .limit(actions.BATCH)
+            )
+            with self._reading() as conn:
+                ids = list(conn.execute(query).scalars())
+            if not ids:
+                return done
+            with self._writing() as conn:
+                done += actions.erase(conn, ids, self.clock.now())
+
+    def daily_counts(self, since_day: int) -> list[tuple[str, int, int]]:
+        """Return (form, day, count) for each UTC day from `since_day` on.
+
+        Days count from the epoch (created_at // 86400); erasure keeps them.
+        """
+        query = (
+            select(daily_counts.c.form_id, daily_counts.c.day, daily_counts.c.count)
+            .where(daily_counts.c.day >= since_day)
+            .order_by(daily_counts.c.day, daily_counts.c.form_id)
+        )
+        with self._reading() as conn:
+            return [tuple(row) for row in conn.execute(query).all()]
+
+    def _by_receipts(self, receipts: Sequence[str], action: Any) -> int:
+        done = 0
+        receipts = list(receipts)
+        for start in range(0, len(receipts), actions.BATCH):
+            chunk = receipts[start : start + actions.BATCH]
+            with self._writing() as conn:
+                ids = list(
+                    conn.execute(
+                        select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
+                    ).scalars()
+                )
+                done += action(conn, ids, self.clock.now())
+        return done
+
+    def _by_filter(self, filters: Filters, action: Any) -> int:
+        done = 0
+        below: int | None = None
+        dialect = self.engine.dialect.name
+        while True:
+            stmt = matching([submissions.c.id], filters, dialect, below)
+            if stmt is None:
+                return done
+            with self._reading() as conn:
+                ids = list(conn.execute(stmt.limit(actions.BATCH)).scalars())
+            if not ids:
+                return done
+            with self._writing() as conn:
+                done += action(conn, ids, self.clock.now())
+            below = ids[-1]
 
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""
