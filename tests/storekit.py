@@ -1,4 +1,4 @@
-"""Helpers for the ledger's content tests: real composed messages, stored as accept does."""
+"""Helpers for content tests: real composed messages, stored as accept does."""
 
 from __future__ import annotations
 

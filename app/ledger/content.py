@@ -41,14 +41,21 @@ class Content:
             "fields": fields_json(self.fields),
             "name": _cut(self.name, NAME_MAX),
             "email": _cut(self.email, EMAIL_MAX),
-            "message": self.message,
+            "message": storable(self.message),
             "origin": _cut(self.origin, ORIGIN_MAX),
             "user_agent": _cut(self.user_agent, USER_AGENT_MAX),
         }
 
 
+def storable(value: str | None) -> str | None:
+    """Replace NUL, which PostgreSQL's text cannot hold (the message keeps it)."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
 def _cut(value: str | None, bound: int) -> str | None:
-    return None if value is None else value[:bound]
+    return storable(None if value is None else value[:bound])
 
 
 def fields_json(fields: Sequence[Sequence[str]]) -> str:
@@ -81,11 +88,11 @@ def search_columns(
     known = {name, email, message}
     other = [v for _n, v in fields or () if v and v not in known]
     return {
-        "subject": subject or "",
-        "name": name or "",
-        "email": email or "",
-        "message": message or "",
-        "other": "\n".join(other),
+        "subject": storable(subject) or "",
+        "name": storable(name) or "",
+        "email": storable(email) or "",
+        "message": storable(message) or "",
+        "other": storable("\n".join(other)) or "",
     }
 
 
@@ -99,7 +106,10 @@ def read_message(raw: bytes, form_id: str) -> Content | None:
     """
     try:
         parsed = message_from_bytes(raw, policy=policy.default)
-        if not isinstance(parsed, EmailMessage):
+        if (
+            not isinstance(parsed, EmailMessage)
+            or parsed.get_content_type() != "multipart/alternative"
+        ):
             return None
         body = parsed.get_body(("plain",))
         if body is None:
