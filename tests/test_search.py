@@ -7,8 +7,9 @@ import pytest
 from app.ledger import BadCursor, Filters, Ledger, make_engine, migrate
 
 from .fakeclock import FakeClock
-from .helpers import mark_failed, mark_sent
+from .helpers import PG_URL, mark_failed, mark_sent, postgres_or_skip
 from .storekit import endpoint, hosted, store
+from .test_bench_smoke import bench
 
 
 @pytest.fixture
@@ -229,3 +230,25 @@ def test_iterate_streams_every_match_in_batches(ledger):
     assert odd == receipts[1::2][::-1]
     assert list(ledger.iterate(Filters(query='"'))) == []
     assert everything[0].fields is not None  # the export reads fields
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_runs_on_both_databases():
+    """A small run of bench/search.py, so it cannot rot (figures not judged)."""
+    args = ["--rows", "1500", "--repeat", "2"]
+    try:
+        postgres_or_skip()
+    except pytest.skip.Exception:
+        databases = ["SQLite"]
+    else:
+        args += ["--postgres", PG_URL]
+        databases = ["SQLite", "PostgreSQL"]
+    out = bench("search.py", *args, timeout=300)
+    for database in databases:
+        assert f"\n{database}\n" in out, out
+    lines = [
+        line for line in out.splitlines() if line.startswith("  ") and "ms" not in line
+    ]
+    assert len(lines) == 10 * len(databases), out
+    rare = [line for line in out.splitlines() if "rare word" in line]
+    assert all(line.split()[-1] == "10" for line in rare), out

@@ -89,9 +89,7 @@ def matching(
     None when the query has words but none that can match: nothing does.
     """
     c = submissions.c
-    stmt = select(*columns).order_by(c.id.desc())
-    if below is not None:
-        stmt = stmt.where(c.id < below)
+    stmt = select(*columns)
     if filters.form is not None:
         stmt = stmt.where(c.form_id == filters.form)
     if filters.state is not None:
@@ -100,21 +98,26 @@ def matching(
         stmt = stmt.where(c.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(c.created_at < filters.until)
-    if filters.query is None or not filters.query.strip():
-        return stmt
-    terms = words(filters.query)
-    if not terms:
-        return None
-    if dialect == "sqlite":
-        found = select(_fts.c.rowid).where(
-            literal_column(FTS_TABLE).op("MATCH")(
+    key = c.id
+    if filters.query is not None and filters.query.strip():
+        terms = words(filters.query)
+        if not terms:
+            return None
+        if dialect == "sqlite":
+            # The index leads, in its own rowid order, newest first: the
+            # planner then reads matches only until the page is full
+            # instead of collecting every match and sorting them.
+            match = literal_column(FTS_TABLE).op("MATCH")(
                 bindparam("fts", fts5_query(terms), type_=String)
             )
-        )
-        if below is not None:
-            found = found.where(_fts.c.rowid < below)
-        return stmt.where(c.id.in_(found.scalar_subquery()))
-    return stmt.where(literal_column("search").op("@@")(_tsquery(terms)))
+            stmt = stmt.select_from(_fts.join(submissions, c.id == _fts.c.rowid))
+            stmt = stmt.where(match)
+            key = _fts.c.rowid
+        else:
+            stmt = stmt.where(literal_column("search").op("@@")(_tsquery(terms)))
+    if below is not None:
+        stmt = stmt.where(key < below)
+    return stmt.order_by(key.desc())
 
 
 def _tsquery(terms: list[str]) -> Any:
