@@ -220,3 +220,33 @@ def test_retention_days_is_parsed_strictly(value):
 def test_retention_is_off_by_default():
     assert load_config({})["RETENTION_DAYS"] == 0
     assert load_config({"RETENTION_DAYS": "90"})["RETENTION_DAYS"] == 90
+
+
+def test_purge_takes_the_timeline_and_search_entry_with_the_row(ledger, clock):
+    gone = store(ledger, hosted(1, message="purgeable"))
+    kept = store(ledger, hosted(2, message="purgeable"))
+    rows = {r.receipt: r for r in ledger.claim(2, 60)}
+    mark_sent(ledger, rows[gone])
+    clock.advance(10 * DAY)
+    mark_sent(ledger, rows[kept])
+    assert ledger.purge_sent(5 * DAY) == 1
+    assert [r.receipt for r in ledger.search("purgeable").rows] == [kept]
+    assert indexed(ledger) == 1
+    with ledger.engine.connect() as conn:
+        attempts = conn.execute(text("SELECT count(*) FROM delivery_attempts"))
+        assert attempts.scalar() == 1
+    assert len(ledger.detail(kept).attempts) == 1
+
+
+def test_the_cli_lists_and_counts_tombstones(make_app, database_url):
+    app = make_app({"DATABASE_URL": database_url})
+    ledger = app.extensions["formpost"].ledger
+    receipt = store(ledger, hosted())
+    ledger.erase([receipt])
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["outbox", "status"])
+    assert status.exit_code == 0, status.output
+    assert "deleted         1" in status.output
+    listed = runner.invoke(args=["outbox", "list", "--state", "deleted"])
+    assert listed.exit_code == 0, listed.output
+    assert receipt in listed.output and "deleted" in listed.output

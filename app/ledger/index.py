@@ -79,6 +79,14 @@ def unindex_rows(dialect: str) -> TextClause:
     return stmt.bindparams(bindparam("ids", expanding=True))
 
 
+def unindex_purged() -> TextClause:
+    """Remove from SQLite's index the sent rows `purge_sent` deletes (:cutoff)."""
+    return text(
+        f"DELETE FROM {FTS_TABLE} WHERE rowid IN (SELECT id FROM submissions "
+        "WHERE state = 'sent' AND sent_at < :cutoff)"
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def pg_submissions() -> Table:
     """The submissions table with PostgreSQL's search column, for its INSERT."""

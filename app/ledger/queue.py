@@ -57,6 +57,7 @@ from .schema import (
     counters,
     daily_counts,
     dedupe_digest,
+    delivery_attempts,
     limit_buckets,
     relay_health,
     submissions,
@@ -715,6 +716,17 @@ class Ledger:
             # Lock the counter first, as storing posts does: then a post
             # charging a bucket and this purge never wait on each other's rows.
             conn.execute(_lock_counters())
+            # Their timelines and search entries go with them.
+            purged = select(submissions.c.id).where(
+                submissions.c.state == "sent", submissions.c.sent_at < cutoff
+            )
+            conn.execute(
+                delivery_attempts.delete().where(
+                    delivery_attempts.c.submission_id.in_(purged)
+                )
+            )
+            if self.engine.dialect.name == "sqlite":
+                conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
                 submissions.delete().where(
                     submissions.c.state == "sent", submissions.c.sent_at < cutoff
