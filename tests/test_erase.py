@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import text
 
+from app.clock import SystemClock
+from app.errors import StorageError
 from app.ledger import Filters, Ledger, make_engine, migrate
 from app.ledger import actions as actions_module
 from app.maildir import MaildirTransport
@@ -12,7 +16,7 @@ from app.outbox import OutboxSettings, Worker
 from config import ConfigError, load_config
 
 from .fakeclock import FakeClock
-from .helpers import mark_failed, mark_retry, mark_sent
+from .helpers import PG_URL, mark_failed, mark_retry, mark_sent, postgres_or_skip
 from .storekit import endpoint, hosted, store
 
 DAY = 86400.0
@@ -250,3 +254,38 @@ def test_the_cli_lists_and_counts_tombstones(make_app, database_url):
     listed = runner.invoke(args=["outbox", "list", "--state", "deleted"])
     assert listed.exit_code == 0, listed.output
     assert receipt in listed.output and "deleted" in listed.output
+
+
+CONSOLE_CALLS = {
+    "search": lambda ledger: ledger.search("words"),
+    "iterate": lambda ledger: list(ledger.iterate(Filters())),
+    "detail": lambda ledger: ledger.detail("ABCD-EFGH"),
+    "retry_now": lambda ledger: ledger.retry_now(["ABCD-EFGH"]),
+    "erase": lambda ledger: ledger.erase(["ABCD-EFGH"]),
+    "erase_matching": lambda ledger: ledger.erase_matching(Filters(form="x")),
+    "retry_matching": lambda ledger: ledger.retry_matching(Filters(query="x")),
+    "erase_delivered_before": lambda ledger: ledger.erase_delivered_before(1.0),
+    "daily_counts": lambda ledger: ledger.daily_counts(0),
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lost(request, tmp_path) -> Ledger:
+    """A ledger whose database went away after start-up (as test_ledger_errors)."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.db"
+        engine = make_engine(f"sqlite:///{path}")
+        migrate(engine)
+        engine.dispose()
+        os.unlink(path)
+        return Ledger(engine, SystemClock())
+    postgres_or_skip()
+    url = PG_URL.replace("127.0.0.1:5432", "127.0.0.1:9") + "?connect_timeout=2"
+    return Ledger(make_engine(url), SystemClock())
+
+
+@pytest.mark.parametrize("call", sorted(CONSOLE_CALLS))
+def test_every_console_operation_on_a_lost_database_raises_storage_error(lost, call):
+    with pytest.raises(StorageError):
+        CONSOLE_CALLS[call](lost)
+    lost.engine.dispose()

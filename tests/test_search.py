@@ -127,6 +127,7 @@ HOSTILE = [
     "!jane & | <->",
     "'; DROP TABLE submissions; --",
     "\x00",
+    "jane\x00doe",
     "jane:*",
     '"jane" \'',
     "\u2028",

@@ -63,7 +63,9 @@ class Page:
 
 def words(query: str | None) -> list[str]:
     """Split a query into the words that can match anything."""
-    return [w for w in (query or "").split() if _WORD.search(w)]
+    # NUL separates words: PostgreSQL's text cannot hold it.
+    text = (query or "").replace("\x00", " ")
+    return [w for w in text.split() if _WORD.search(w)]
 
 
 def fts5_query(terms: list[str]) -> str:
