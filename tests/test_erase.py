@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -289,3 +291,23 @@ def test_every_console_operation_on_a_lost_database_raises_storage_error(lost, c
     with pytest.raises(StorageError):
         CONSOLE_CALLS[call](lost)
     lost.engine.dispose()
+
+
+def test_a_running_worker_applies_retention(ledger, clock, tmp_path):
+    receipt = store(ledger, hosted())
+    (row,) = ledger.claim(1, 60)
+    mark_sent(ledger, row)
+    clock.advance(8 * DAY)
+    settings = OutboxSettings(retention_days=7, poll_interval=0.01)
+    worker = Worker(ledger, MaildirTransport(str(tmp_path / "box")), settings, clock)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while ledger.row(receipt).state != "deleted":
+            assert time.monotonic() < deadline, "retention never ran"
+            time.sleep(0.02)
+    finally:
+        worker.stop.set()
+        thread.join(10)
+    assert ledger.detail(receipt).erased
