@@ -47,8 +47,8 @@ def retry_now(conn: Connection, ids: Sequence[int], now: float) -> int:
         .where(c.id.in_(ids), c.state == "pending")
         .values(next_attempt_at=now)
     ).rowcount
-    # Rows just moved from failed are counted once: they matched both.
-    return max(failed, pending)
+    # Rows just moved from failed match this too: each is counted once.
+    return pending
 
 
 def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
