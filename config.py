@@ -137,6 +137,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["OUTBOX_POLL_INTERVAL"] = env.number("OUTBOX_POLL_INTERVAL", 1.0, 0.01, 60.0)
     cfg["OUTBOX_BATCH"] = env.integer("OUTBOX_BATCH", 20, 1, 1000)
     cfg["OUTBOX_NICE"] = env.integer("OUTBOX_NICE", 10, 0, 19)
+    cfg["RETENTION_DAYS"] = env.integer("RETENTION_DAYS", 0, 0, 36_500)
     cfg["READY_RELAY_FAILING_AFTER"] = env.number(
         "READY_RELAY_FAILING_AFTER", 900.0, 1.0, 30 * 86400.0
     )

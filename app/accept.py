@@ -20,7 +20,7 @@ from flask import g, has_request_context
 
 from . import metrics
 from .compose import Submission, compose, new_message_id
-from .ledger import Limits, new_receipt
+from .ledger import Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
 
@@ -47,6 +47,29 @@ class Post:
     dedupe_key: str | None = None
     client_ip: str | None = None
     limits: Limits | None = None
+    origin: str | None = None
+    user_agent: str | None = None
+
+    def content(self) -> Content:
+        """Return what the visitor sent, as the ledger stores it beside the message.
+
+        The fields in submitted order: a /f/ post's own (steering fields are
+        already out), or the hosted form's four.
+        """
+        fields = self.fields or (
+            ("name", self.name),
+            ("email", self.email),
+            ("subject", self.subject),
+            ("message", self.message),
+        )
+        return Content(
+            fields=fields,
+            name=self.name or None,
+            email=self.email or None,
+            message=self.message or None,
+            origin=self.origin,
+            user_agent=self.user_agent,
+        )
 
 
 def _norm(value: str) -> str:
@@ -116,6 +139,7 @@ def accept(services: Services, post: Post) -> str:
         fingerprint=content_fingerprint(post)
         if post.limits is not None and post.limits.dedupe_window
         else None,
+        content=post.content(),
     )
     metrics.submission(post.form_id, "accepted")
     if has_request_context():

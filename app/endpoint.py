@@ -103,6 +103,8 @@ def submit(form_id: str) -> ResponseReturnValue:
             dedupe_key=dedupe_key,
             client_ip=client_ip(),
             limits=svc.limits(form.rate_limit),
+            origin=origin,
+            user_agent=request.headers.get("User-Agent"),
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)

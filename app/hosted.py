@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, current_app, redirect, render_template, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 
 from . import metrics
 from .accept import Post, accept, decoy
 from .answers import render_form
 from .forms import form_token_age, hosted_form, new_form_token
-from .origin import client_ip
+from .origin import client_ip, request_origin
 from .services import services
 
 bp = Blueprint("hosted", __name__)
@@ -74,6 +82,8 @@ def submit() -> ResponseReturnValue:
             dedupe_key=form.dedupe_key(),
             client_ip=client_ip(),
             limits=svc.limits(cfg["RATE_LIMIT"]),
+            origin=request_origin(),
+            user_agent=request.headers.get("User-Agent"),
         ),
     )
     return redirect(url_for(".thanks"), code=303)

@@ -41,6 +41,8 @@ EXPIRED = "delivery time expired"
 IDLE_CHECK = 1.0
 # Seconds between records of a working relay (see Worker._record_relay_ok).
 RELAY_OK_EVERY = 5.0
+# Retention (RETENTION_DAYS) runs at most this often, in seconds: daily.
+RETAIN_EVERY = 86400.0
 # The recorder gathers outcomes for up to this long (or this many) before it
 # commits them: one disk sync for a run of messages instead of one each.
 RECORD_GATHER = 0.005
@@ -76,6 +78,7 @@ class OutboxSettings:
     poll_interval: float = 1.0
     batch: int = 20
     attempt_timeout: float = 30.0
+    retention_days: int = 0  # 0: keep delivered submissions' content
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboxSettings:
@@ -88,6 +91,7 @@ class OutboxSettings:
             poll_interval=config["OUTBOX_POLL_INTERVAL"],
             batch=config["OUTBOX_BATCH"],
             attempt_timeout=config["SMTP_TIMEOUT"],
+            retention_days=config["RETENTION_DAYS"],
         )
 
 
@@ -241,6 +245,7 @@ class Worker:
         self._last_used = 0.0
         self._recorder: _Recorder | None = None
         self._relay_ok_recorded: float | None = None  # time.monotonic()
+        self._retained_at: float | None = None  # clock time of the last retention
 
     def run(self) -> None:
         """Deliver until `stop` is set; then finish the current message and return.
@@ -253,6 +258,7 @@ class Worker:
         while not self.stop.is_set():
             try:
                 worked = self.run_once()
+                self.retain()
             except Exception:  # noqa: BLE001 - keep the loop alive, say why
                 log.exception("worker %s: delivery round failed", self.name)
                 worked = 0
@@ -269,6 +275,26 @@ class Worker:
         else:
             self._close_session()  # idle: do not hold the relay's connection
         return len(rows)
+
+    def retain(self) -> int:
+        """Apply RETENTION_DAYS at most once a day; return how many were erased.
+
+        Every worker does it; erasing is idempotent, so two at once only
+        repeat each other's work.
+        """
+        days = self.settings.retention_days
+        now = self.clock.now()
+        if not days or (
+            self._retained_at is not None and now - self._retained_at < RETAIN_EVERY
+        ):
+            return 0
+        self._retained_at = now
+        erased = self.ledger.erase_delivered_before(now - days * RETAIN_EVERY)
+        if erased:
+            log.info(
+                "retention: erased %d submissions older than %d days", erased, days
+            )
+        return erased
 
     def deliver(self, rows: list[Claimed]) -> None:
         """Send claimed rows over one reused connection, recording each outcome."""

@@ -121,6 +121,7 @@ def test_four_workers_deliver_1000_rows_exactly_once(
         "sending": 0,
         "sent": 1000,
         "failed": 0,
+        "deleted": 0,
     }
     output = "\n".join(log.read_text() for log in logs)
     assert "locked" not in output.lower()

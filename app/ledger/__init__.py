@@ -10,12 +10,18 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | driver.py      | engines, SQLite's writer lock, the raw driver transaction    |
 | groupcommit.py | concurrent posts sharing one COMMIT                          |
 | limits.py      | rate and quota buckets, the backlog counter                  |
-| queue.py       | `Ledger`: store, claim, settle, list, purge                  |
+| content.py     | what a visitor sent, as data; reading it back from a message |
+| index.py       | the full-text index's storage (FTS5 table, tsvector column)  |
+| search.py      | filters, search queries, keyset page cursors                 |
+| timeline.py    | delivery attempts; a submission's detail                     |
+| actions.py     | retry now, erase to a tombstone (counter kept exact)         |
+| queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
 
 Every database error that leaves the package is a StorageError.
 """
 
 from ..errors import StorageError
+from .content import Content
 from .driver import default_url, make_engine
 from .limits import LimitExceeded, Limits
 from .queue import Claimed, Ledger, Outcome, Stats, new_receipt
@@ -27,11 +33,19 @@ from .schema import (
     migrate,
     submissions,
 )
+from .search import BadCursor, Filters, Page
+from .timeline import Attempt, Detail
 
 __all__ = [
     "SCHEMA_VERSION",
     "STATES",
+    "Attempt",
+    "BadCursor",
+    "Detail",
+    "Filters",
+    "Page",
     "Claimed",
+    "Content",
     "Ledger",
     "LimitExceeded",
     "Limits",

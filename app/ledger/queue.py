@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +34,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
+from . import actions, index
+from .content import Content, search_columns
 from .driver import driver_args, driver_transaction, reading, writing
 from .groupcommit import GroupCommit, Pending
 from .limits import (
+    DAY,
     Admission,
     Bucket,
     LimitExceeded,
@@ -52,11 +55,15 @@ from .schema import (
     RELAY_KEY,
     STATES,
     counters,
+    daily_counts,
     dedupe_digest,
+    delivery_attempts,
     limit_buckets,
     relay_health,
     submissions,
 )
+from .search import MAX_LIMIT, Filters, Page, decode_cursor, matching
+from .timeline import Detail, attempt_params, read_detail, record_attempts
 
 RECEIPT_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud
 
@@ -105,7 +112,8 @@ _UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
-    "queued_at", "next_attempt_at", "client_ip", "fingerprint",
+    "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
+    "message", "fields", "origin", "user_agent",
 )  # fmt: skip
 UNDELIVERED = ("pending", "sending")
 
@@ -119,6 +127,7 @@ class _Store:
     buckets: list[Bucket]
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
+    search: dict[str, str]  # the full-text index's columns (index.py)
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -140,9 +149,28 @@ def _lock_counters() -> Any:
     return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
-@functools.lru_cache(maxsize=1)
-def _insert_statement() -> Any:
-    return insert(submissions).values({k: bindparam(k) for k in ROW_COLUMNS})
+@functools.lru_cache(maxsize=2)
+def _insert_statement(dialect: str) -> Any:
+    values: dict[str, Any] = {k: bindparam(k) for k in ROW_COLUMNS}
+    if dialect == "postgresql":
+        # The row's search vector in the INSERT itself: no second write.
+        values["search"] = index.pg_search_value()
+        return insert(index.pg_submissions()).values(values)
+    return insert(submissions).values(values)
+
+
+@functools.lru_cache(maxsize=2)
+def _count_statement(dialect: str) -> Any:
+    """Add :count to the form's count for :day (the statement, built once)."""
+    upsert = _UPSERT[dialect](daily_counts).values(
+        form_id=bindparam("form_id", type_=String),
+        day=bindparam("day", type_=Integer),
+        count=bindparam("count", type_=Integer),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[daily_counts.c.form_id, daily_counts.c.day],
+        set_={"count": daily_counts.c.count + upsert.excluded.count},
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -266,6 +294,7 @@ class Ledger:
         client_ip: str | None = None,
         limits: Limits | None = None,
         fingerprint: str | None = None,
+        content: Content | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -275,9 +304,11 @@ class Ledger:
         the limits are checked against their counters (limits.py), a fixed
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
-        refuses, StorageError if nothing was committed.
+        refuses, StorageError if nothing was committed. `content` is what the
+        visitor sent, stored as data and indexed for search.
         """
         now = self.clock.now()
+        content = content or Content()
         receipt = new_receipt()
         row = {
             "receipt": receipt,
@@ -296,8 +327,12 @@ class Ledger:
             "next_attempt_at": now,
             "client_ip": client_ip[:64] if client_ip else None,
             "fingerprint": fingerprint,
+            **content.columns(),
         }
         _check_fits(row)
+        search = search_columns(
+            row["subject"], content.name, content.email, content.message, content.fields
+        )
         window = limits.dedupe_window if limits is not None else 0.0
         item = Pending(
             _Store(
@@ -306,6 +341,7 @@ class Ledger:
                 buckets=buckets_for(limits, form_id, row["client_ip"], alias),
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
+                search=search,
             )
         )
         self._commits.run(item)
@@ -339,10 +375,14 @@ class Ledger:
 
     def _insert_together(self, batch: list[Pending]) -> None:
         engine = self.engine
+        dialect = engine.dialect.name
+        insert_row = _insert_statement(dialect)
+        index_row = index.index_row(dialect)
         answers: list[tuple[str | None, LimitExceeded | None]] = []
         with driver_transaction(engine) as cursor:
             admission = Admission(cursor, engine, lock_backlog(cursor, engine))
             stored = 0
+            days: dict[tuple[str, int], int] = {}
             for item in batch:
                 store: _Store = item.request
                 first = self._repeat_of(cursor, store)
@@ -356,12 +396,25 @@ class Ledger:
                     answers.append((None, refusal))
                     continue
                 admission.charge(writes)
-                cursor.execute(*driver_args(_insert_statement(), store.row, engine))
+                row = store.row
+                if dialect == "sqlite":
+                    cursor.execute(*driver_args(insert_row, row, engine))
+                    entry = {"id": cursor.lastrowid, **store.search}
+                    cursor.execute(*driver_args(index_row, entry, engine))
+                else:
+                    params = {**row, "search_text": index.search_text(store.search)}
+                    cursor.execute(*driver_args(insert_row, params, engine))
+                key = (row["form_id"], int(store.now // DAY))
+                days[key] = days.get(key, 0) + 1
                 stored += 1
-                answers.append((store.row["receipt"], None))
+                answers.append((row["receipt"], None))
             if stored:
                 add = driver_args(add_to_backlog(), {"delta": stored}, engine)
                 cursor.execute(*add)
+                count = _count_statement(dialect)
+                for (form_id, day), n in days.items():
+                    params = {"form_id": form_id, "day": day, "count": n}
+                    cursor.execute(*driver_args(count, params, engine))
         # Only now, after COMMIT returned, is any row of the batch stored.
         for item, (receipt, refusal) in zip(batch, answers, strict=True):
             item.receipt, item.refusal = receipt, refusal
@@ -463,10 +516,12 @@ class Ledger:
 
         Only the holder of the current claim may record an outcome: after a
         lost lease another worker owns the row, and its result is False.
+        Each attempt recorded joins the row's timeline (timeline.py).
         """
         if not outcomes:
             return []
         held = []
+        now = self.clock.now()
         try:
             with driver_transaction(self.engine) as cursor:
                 for outcome in outcomes:
@@ -480,6 +535,13 @@ class Ledger:
                     }
                     cursor.execute(*driver_args(stmt, params, self.engine))
                     held.append(cursor.rowcount == 1)
+                attempts = [
+                    attempt_params(outcome, now)
+                    for outcome, ok in zip(outcomes, held, strict=True)
+                    if ok and not outcome.give_back
+                ]
+                if attempts:
+                    record_attempts(cursor, self.engine, attempts)
                 # Rows leaving sending for sent or failed leave the backlog.
                 delivered = sum(
                     1
@@ -635,6 +697,17 @@ class Ledger:
             # Lock the counter first, as storing posts does: then a post
             # charging a bucket and this purge never wait on each other's rows.
             conn.execute(_lock_counters())
+            # Their timelines and search entries go with them.
+            purged = select(submissions.c.id).where(
+                submissions.c.state == "sent", submissions.c.sent_at < cutoff
+            )
+            conn.execute(
+                delivery_attempts.delete().where(
+                    delivery_attempts.c.submission_id.in_(purged)
+                )
+            )
+            if self.engine.dialect.name == "sqlite":
+                conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
                 submissions.delete().where(
                     submissions.c.state == "sent", submissions.c.sent_at < cutoff
@@ -642,6 +715,136 @@ class Ledger:
             )
             conn.execute(limit_buckets.delete().where(limit_buckets.c.tat < now))
         return result.rowcount
+
+    # -- the owner's console ---------------------------------------------
+
+    def search(
+        self,
+        query: str | None = None,
+        form: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Return one page of matching rows, newest first, and the next cursor.
+
+        `query` is plain words, all of which must match (search.py). Raise
+        BadCursor for a cursor this ledger did not hand out.
+        """
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        filters = Filters(query, form, state, since, until)
+        below = decode_cursor(cursor)
+        stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
+        if stmt is None:
+            return Page([], None)
+        with self._reading() as conn:
+            rows = list(conn.execute(stmt.limit(limit + 1)).all())
+        if len(rows) > limit:
+            return Page(rows[:limit], str(rows[limit - 1].id))
+        return Page(rows, None)
+
+    def iterate(self, filters: Filters, batch: int = 500) -> Iterator[Any]:
+        """Yield every matching row, newest first, fetched in keyset batches.
+
+        Each batch is its own short read, so memory stays flat and no
+        transaction stays open while the caller writes its export out.
+        """
+        below: int | None = None
+        while True:
+            stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
+            if stmt is None:
+                return
+            with self._reading() as conn:
+                rows = conn.execute(stmt.limit(batch)).all()
+            yield from rows
+            if len(rows) < batch:
+                return
+            below = rows[-1].id
+
+    def detail(self, receipt: str) -> Detail | None:
+        """Return everything stored about a submission and its attempts in order."""
+        with self._reading() as conn:
+            return read_detail(conn, receipt, _LISTED)
+
+    def retry_now(self, receipts: Sequence[str]) -> int:
+        """Make these pending or failed rows due now; return how many."""
+        return self._by_receipts(receipts, actions.retry_now)
+
+    def erase(self, receipts: Sequence[str]) -> int:
+        """Erase these rows to tombstones (actions.py); return how many."""
+        return self._by_receipts(receipts, actions.erase)
+
+    def retry_matching(self, filters: Filters) -> int:
+        """Retry now every row matching `filters`, in bounded batches."""
+        return self._by_filter(filters, actions.retry_now)
+
+    def erase_matching(self, filters: Filters) -> int:
+        """Erase every row matching `filters`, in bounded batches."""
+        return self._by_filter(filters, actions.erase)
+
+    def erase_delivered_before(self, cutoff: float) -> int:
+        """Erase sent rows created before `cutoff` (retention); return how many."""
+        c = submissions.c
+        done = 0
+        while True:
+            query = (
+                select(c.id)
+                .where(c.state == "sent", c.created_at < cutoff)
+                .order_by(c.id)
+                .limit(actions.BATCH)
+            )
+            with self._reading() as conn:
+                ids = list(conn.execute(query).scalars())
+            if not ids:
+                return done
+            with self._writing() as conn:
+                done += actions.erase(conn, ids, self.clock.now())
+
+    def daily_counts(self, since_day: int) -> list[tuple[str, int, int]]:
+        """Return (form, day, count) for each UTC day from `since_day` on.
+
+        Days count from the epoch (created_at // 86400); erasure keeps them.
+        """
+        query = (
+            select(daily_counts.c.form_id, daily_counts.c.day, daily_counts.c.count)
+            .where(daily_counts.c.day >= since_day)
+            .order_by(daily_counts.c.day, daily_counts.c.form_id)
+        )
+        with self._reading() as conn:
+            return [tuple(row) for row in conn.execute(query).all()]
+
+    def _by_receipts(self, receipts: Sequence[str], action: Any) -> int:
+        done = 0
+        receipts = list(receipts)
+        for start in range(0, len(receipts), actions.BATCH):
+            chunk = receipts[start : start + actions.BATCH]
+            with self._writing() as conn:
+                ids = list(
+                    conn.execute(
+                        select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
+                    ).scalars()
+                )
+                done += action(conn, ids, self.clock.now())
+        return done
+
+    def _by_filter(self, filters: Filters, action: Any) -> int:
+        done = 0
+        below: int | None = None
+        dialect = self.engine.dialect.name
+        while True:
+            stmt = matching([submissions.c.id], filters, dialect, below)
+            if stmt is None:
+                return done
+            with self._reading() as conn:
+                ids = list(conn.execute(stmt.limit(actions.BATCH)).scalars())
+            if not ids:
+                return done
+            with self._writing() as conn:
+                done += action(conn, ids, self.clock.now())
+            below = ids[-1]
 
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""

@@ -30,8 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
+from . import index
+from .content import read_message, search_columns
 
-STATES = ("pending", "sending", "sent", "failed")
+STATES = ("pending", "sending", "sent", "failed", "deleted")
+# What the visitor sent, cleared when a row is erased (a tombstone is left).
+CONTENT_COLUMNS = ("name", "email", "message", "fields", "user_agent", "client_ip")
 RELAY_KEY = "relay"
 
 metadata = MetaData()
@@ -65,6 +69,40 @@ submissions = Table(
     Column("sent_at", Float),
     Column("client_ip", String(64)),
     Column("fingerprint", String(64)),
+    # What the visitor sent, as data (version 5): fields is a JSON list of
+    # [name, value] pairs in submitted order; name, email and message where
+    # known. NULL for rows whose stored message could not be read back.
+    Column("name", String(200)),
+    Column("email", String(320)),
+    Column("message", Text),
+    Column("fields", Text),
+    Column("origin", String(255)),
+    Column("user_agent", String(512)),
+    Column("erased_at", Float),
+)
+# Full-text search: SQLite keeps an FTS5 table `submission_search` (rowid =
+# submissions.id); PostgreSQL a tsvector column `submissions.search` with a
+# GIN index. Neither is in these Table objects: search.py writes them.
+PG_ONLY_COLUMNS = {"submissions": {"search"}}
+# One row per delivery attempt of a submission: its timeline.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("submission_id", BigInteger, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("error_kind", String(16)),
+    Column("reply", Text),
+)
+# Submissions stored per form and UTC day (days since the epoch): counts that
+# survive erasure and retention.
+daily_counts = Table(
+    "daily_counts",
+    metadata,
+    Column("form_id", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
 # One row per rate or quota key: the GCRA "theoretical arrival time" (limits.py).
 limit_buckets = Table(
@@ -237,11 +275,123 @@ def _v4_owners(conn: Connection) -> None:
     v4.create_all(conn)
 
 
+def _v5_content(conn: Connection) -> None:
+    # The visitor's fields as data beside the message, full-text search over
+    # them, each delivery attempt, tombstones, and counts that survive erasure.
+    dialect = conn.dialect.name
+    for column in (
+        "name VARCHAR(200)",
+        "email VARCHAR(320)",
+        "message TEXT",
+        "fields TEXT",
+        "origin VARCHAR(255)",
+        "user_agent VARCHAR(512)",
+        "erased_at FLOAT",
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE submissions ADD COLUMN {column}")
+    v5 = MetaData()
+    Table(
+        "delivery_attempts",
+        v5,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("submission_id", BigInteger, nullable=False),
+        Column("at", Float, nullable=False),
+        Column("outcome", String(16), nullable=False),
+        Column("error_kind", String(16)),
+        Column("reply", Text),
+        Index("ix_delivery_attempts_submission", "submission_id", "id"),
+    )
+    Table(
+        "daily_counts",
+        v5,
+        Column("form_id", String(64), primary_key=True),
+        Column("day", Integer, primary_key=True),
+        Column("count", BigInteger, nullable=False),
+    )
+    v5.create_all(conn)
+    for statement in index.create_statements(dialect):
+        conn.exec_driver_sql(statement)
+    _v5_backfill(conn)
+    for statement in index.finish_statements(dialect):
+        conn.exec_driver_sql(statement)
+    day = (
+        "CAST(created_at / 86400 AS INTEGER)"
+        if dialect == "sqlite"
+        else "CAST(floor(created_at / 86400) AS INTEGER)"
+    )
+    conn.exec_driver_sql(
+        f"INSERT INTO daily_counts (form_id, day, count) "
+        f"SELECT form_id, {day}, count(*) FROM submissions GROUP BY form_id, {day}"
+    )
+    # The last attempt of each row is all that version 4 kept of its timeline.
+    conn.exec_driver_sql(
+        "INSERT INTO delivery_attempts "
+        "(submission_id, at, outcome, error_kind, reply) "
+        "SELECT id, last_attempt_at, CASE state WHEN 'sent' THEN 'sent' "
+        "WHEN 'failed' THEN 'failed' ELSE 'retry' END, last_error_kind, last_reply "
+        "FROM submissions WHERE last_attempt_at IS NOT NULL "
+        "AND state IN ('sent', 'failed', 'pending') ORDER BY id"
+    )
+
+
+_V5_BATCH = 500
+
+
+def _v5_backfill(conn: Connection) -> None:
+    """Read each stored message back into fields, in batches of rows by id.
+
+    A message that cannot be read keeps NULL fields (the console shows the
+    message instead); the migration goes on.
+    """
+    dialect = conn.dialect.name
+    store = text(
+        "UPDATE submissions SET name = :name, email = :email, message = :message, "
+        "fields = :fields WHERE id = :id"
+    )
+    last = 0
+    while True:
+        rows = conn.execute(
+            text(
+                "SELECT id, form_id, subject, raw FROM submissions WHERE id > :last "
+                "ORDER BY id LIMIT :n"
+            ),
+            {"last": last, "n": _V5_BATCH},
+        ).all()
+        if not rows:
+            return
+        updates, entries = [], []
+        for row_id, form_id, subject, raw in rows:
+            found = read_message(bytes(raw), form_id)
+            if found is None:
+                continue
+            columns = found.columns()
+            updates.append(
+                {
+                    "id": row_id,
+                    "name": columns["name"],
+                    "email": columns["email"],
+                    "message": columns["message"],
+                    "fields": columns["fields"],
+                }
+            )
+            searched = search_columns(
+                subject, found.name, found.email, found.message, found.fields
+            )
+            entries.append(
+                {"id": row_id, **searched, "search_text": index.search_text(searched)}
+            )
+        if updates:
+            conn.execute(store, updates)
+            conn.execute(index.index_row(dialect), entries)
+        last = rows[-1][0]
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
     _v3_counters,
     _v4_owners,
+    _v5_content,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
