@@ -193,9 +193,7 @@ def dashboard_page() -> ResponseReturnValue:
     """Submissions per form per day, the queue, the relay, and the doctor button."""
     ledger = services().ledger
     now = ledger.clock.now()
-    counts = dashboard.counts_by_form_and_day(
-        dashboard.DAYS, engine=ledger.engine, now=now
-    )
+    counts = dashboard.counts_by_form_and_day(dashboard.DAYS, ledger=ledger, now=now)
     chart = dashboard.build_chart(counts, dashboard.first_day(now))
     return render_template(
         "console/dashboard.html",

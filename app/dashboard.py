@@ -1,6 +1,6 @@
 """The console's dashboard: submissions per form per day, as a server-drawn chart.
 
-One read-only query counts the ledger's rows by form and UTC day
+The ledger's daily counts give submissions by form and UTC day
 (`counts_by_form_and_day`); everything else here is pure: it turns those
 counts into the geometry of a stacked bar chart that a Jinja template draws as
 SVG (templates/console/_chart.html), escaping every label as it goes.
@@ -13,12 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Integer, cast, func, literal_column, select
-from sqlalchemy.exc import SQLAlchemyError
-
-from .errors import StorageError
-from .ledger import submissions
-from .ledger.driver import READ_ONLY
+from .ledger import Ledger
 
 DAY = 86400
 DAYS = 30
@@ -42,40 +37,19 @@ def day_of(epoch: float) -> int:
 
 
 def counts_by_form_and_day(
-    days: int, *, engine: Engine, now: float
+    days: int, *, ledger: Ledger, now: float
 ) -> dict[str, list[int]]:
     """Count submissions per form for each of the last `days` UTC days.
 
     Each list is oldest day first and ends with today (the day of `now`);
-    forms without a submission in the window are absent. One grouped query
-    on a read-only connection.
+    forms without a submission in the window are absent. Read from the
+    ledger's daily counts, which erasure and retention leave alone.
     """
     today = day_of(now)
     first = today - days + 1
-    # Inline divisor: PostgreSQL must see the same expression in SELECT and
-    # GROUP BY, which two bound parameters would not be.
-    scaled = submissions.c.created_at / literal_column(str(DAY))
-    if engine.dialect.name == "postgresql":
-        day = func.floor(scaled)
-    else:  # SQLite: CAST truncates, which is floor for times after 1970
-        day = cast(scaled, Integer)
-    query = (
-        select(submissions.c.form_id, day.label("day"), func.count())
-        .where(
-            submissions.c.created_at >= first * DAY,
-            submissions.c.created_at < (today + 1) * DAY,
-        )
-        .group_by(submissions.c.form_id, day)
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execution_options(**{READ_ONLY: True})
-            found = conn.execute(query).all()
-    except SQLAlchemyError as exc:
-        raise StorageError(f"could not read the ledger: {exc}") from exc
     counts: dict[str, list[int]] = {}
-    for form_id, number, count in found:
-        index = int(number) - first
+    for form_id, day, count in ledger.daily_counts(first):
+        index = day - first
         if 0 <= index < days:
             counts.setdefault(form_id, [0] * days)[index] += count
     return dict(sorted(counts.items()))

@@ -106,20 +106,23 @@ def test_counts_by_form_and_day_on_both_databases(make_app, relay, database_url)
     post_endpoint(client)
     at(app, today * DAY + 60)
     post_form(client)
-    counts = counts_by_form_and_day(
-        30, engine=ledger_of(app).engine, now=today * DAY + 7200
-    )
+    counts = counts_by_form_and_day(30, ledger=ledger_of(app), now=today * DAY + 7200)
     assert list(counts) == ["default", "hosted"]
     assert counts["default"] == [1] + [0] * 27 + [2, 0]
     assert counts["hosted"] == [1] + [0] * 28 + [1]
     # Seven days: only what falls in the last seven.
-    week = counts_by_form_and_day(7, engine=ledger_of(app).engine, now=today * DAY)
+    week = counts_by_form_and_day(7, ledger=ledger_of(app), now=today * DAY)
     assert week == {"default": [0] * 5 + [2, 0], "hosted": [0] * 6 + [1]}
+    # Erasing every submission (delete, retention) leaves the counts.
+    receipts = [row.receipt for row in ledger_of(app).rows(limit=100)]
+    assert ledger_of(app).erase(receipts) == len(receipts)
+    again = counts_by_form_and_day(30, ledger=ledger_of(app), now=today * DAY + 7200)
+    assert again == counts
 
 
 def test_counts_are_empty_without_submissions(console):
-    engine = ledger_of(console).engine
-    assert counts_by_form_and_day(30, engine=engine, now=1_800_000_000.0) == {}
+    ledger = ledger_of(console)
+    assert counts_by_form_and_day(30, ledger=ledger, now=1_800_000_000.0) == {}
 
 
 # -- the chart, as pure layout -------------------------------------------------
