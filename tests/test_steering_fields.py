@@ -1,5 +1,5 @@
 """Every steering field of Formspree, Web3Forms and FormSubmit: recognised,
-never shown in the email body, and either honoured or ignored as the README
+never shown in the email body, and either honoured or ignored as docs/forms.md
 says. Posts go through the real app, ledger and relay.
 """
 
@@ -21,7 +21,7 @@ from .helpers import deliver
 from .relay import Received, Relay
 
 SITE = "https://www.example.com"
-README = Path(__file__).resolve().parents[1] / "README.md"
+FORMS_DOC = Path(__file__).resolve().parents[1] / "docs" / "forms.md"
 BASE = {"name": "Ada", "email": "ada@example.net", "message": "A question."}
 
 # name -> (service, a value a page would send)
@@ -204,10 +204,10 @@ def test_webhook_is_never_called(app, client, relay, hook):
     assert hits == []
 
 
-def test_readme_table_names_every_steering_field():
-    """The README says, for each field, which service uses it and what we do."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Other services' steering fields", 1)[1].split("\n### ")[0]
+def test_the_forms_doc_names_every_steering_field():
+    """docs/forms.md says, for each field, which service uses it and what we do."""
+    text = FORMS_DOC.read_text(encoding="utf-8")
+    section = text.split("## Other services' steering fields", 1)[1].split("\n## ")[0]
     rows = {
         m[1]: m[2]
         for m in re.finditer(r"^\| `([^`]+)` \| ([^|]+) \|", section, re.MULTILINE)
