@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, g, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
@@ -65,7 +65,6 @@ def _authenticate() -> None:
         raise ApiError(401, "invalid_token", "the token is unknown or revoked")
     if request.method not in READ_METHODS and not record.can_write:
         raise ApiError(403, "insufficient_scope", "this token is read-only")
-    g.api_token = record
 
 
 @bp.after_request
