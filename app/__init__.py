@@ -35,6 +35,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from config import ConfigError, development_secret, load_config
 
     from . import (
+        api,
         cli,
         console,
         endpoint,
@@ -136,6 +137,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     if app.config["ADMIN_ENABLED"]:
         console.init_app(app)
+        # Tokens travel in a header no browser sends on its own: no CSRF.
+        csrf.exempt(api.bp)
+        api.init_app(app)
     handlers.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)

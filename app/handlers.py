@@ -3,19 +3,22 @@
 Delivery errors never reach a request: the workers (app/outbox.py) own them.
 Requests to the cross-site endpoint get JSON when the client wants JSON, and
 a readable page otherwise; the hosted form gets itself back, input kept.
+The API (/api/v1, when ADMIN_ENABLED) answers every error as JSON,
+`{"error": {"code", "message"}}`, with `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, request
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .answers import error_page, http_message, refusal, render_form
+from .api import ApiError
 from .errors import Rejected, StorageError
 from .forms import hosted_form
 from .ledger import LimitExceeded
@@ -76,8 +79,44 @@ def _endpoint() -> bool:
     return request.blueprint == "endpoint"
 
 
+def _api() -> bool:
+    """Is this a request to the API (registered only when ADMIN_ENABLED)?"""
+    path = request.path
+    return (path == "/api" or path.startswith("/api/")) and (
+        "api" in current_app.blueprints
+    )
+
+
+def api_error(
+    status: int,
+    code: str,
+    message: str,
+    parameter: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> ResponseReturnValue:
+    """An API error as JSON, never cached; 401 and 403 say Bearer (RFC 6750)."""
+    error: dict[str, str] = {"code": code, "message": message}
+    if parameter is not None:
+        error["parameter"] = parameter
+    headers = {**(headers or {}), "Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="formpost"' + (
+            ', error="invalid_token"' if code == "invalid_token" else ""
+        )
+    elif status == 403:
+        headers["WWW-Authenticate"] = (
+            'Bearer realm="formpost", error="insufficient_scope"'
+        )
+    return jsonify(error=error), status, headers
+
+
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
+
+    @app.errorhandler(ApiError)
+    def _api_refused(exc: ApiError) -> ResponseReturnValue:
+        log.info("API %s %s: %s %s", request.method, request.path, exc.status, exc.code)
+        return api_error(exc.status, exc.code, exc.message, exc.parameter)
 
     @app.errorhandler(Rejected)
     def _rejected(exc: Rejected) -> ResponseReturnValue:
@@ -104,6 +143,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(StorageError)
     def _not_stored(exc: StorageError) -> ResponseReturnValue:
+        if _api():
+            log.error("API %s %s: %s", request.method, request.path, exc)
+            return api_error(503, "unavailable", "the database did not answer")
         # Nothing was committed, so we must not say "thanks". The cause goes
         # to the log for the operator, never to the visitor.
         log.error("submission not stored: %s", exc)
@@ -126,6 +168,14 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
         code = exc.code or 500
+        if _api():
+            extra = {
+                name: value
+                for name, value in exc.get_headers()
+                if name.lower() != "content-type"
+            }
+            name = (exc.name or "error").lower().replace(" ", "_")
+            return api_error(code, name, exc.description or name, headers=extra)
         if request.method == "POST" and code in REJECTION_REASONS:
             _count(REJECTION_REASONS[code])
         message = http_message(code) or exc.description or "Something went wrong."

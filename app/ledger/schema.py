@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -146,6 +147,18 @@ owners = Table(
     Column("session_key", String(32), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_login_at", Float),
+)
+# Tokens for /api/v1: a SHA-256 of each token, never the token (tokens.py).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("can_write", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
 )
 schema_version = Table(
     "formpost_schema", metadata, Column("version", Integer, nullable=False)
@@ -386,12 +399,31 @@ def _v5_backfill(conn: Connection) -> None:
         last = rows[-1][0]
 
 
+def _v6_api_tokens(conn: Connection) -> None:
+    # Tokens for the submissions API: only their SHA-256 is stored; a revoked
+    # token keeps its row (and its name) so `tokens list` can show it.
+    v6 = MetaData()
+    Table(
+        "api_tokens",
+        v6,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("name", String(64), nullable=False, unique=True),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("can_write", Boolean, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("last_used_at", Float),
+        Column("revoked_at", Float),
+    )
+    v6.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
     _v3_counters,
     _v4_owners,
     _v5_content,
+    _v6_api_tokens,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
