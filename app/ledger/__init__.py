@@ -16,6 +16,8 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | timeline.py    | delivery attempts; a submission's detail                     |
 | actions.py     | retry now, erase to a tombstone (counter kept exact)         |
 | queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
+| owners.py      | the console's owner accounts (argon2id hashes only)          |
+| tokens.py      | API tokens (SHA-256 of each token only)                      |
 
 Every database error that leaves the package is a StorageError.
 """
