@@ -274,7 +274,10 @@ def count_matching(filters: Filters) -> int:
     stmt = matching([submissions.c.id], filters, engine.dialect.name, None)
     if stmt is None:
         return 0
-    counting = select(func.count()).select_from(stmt.order_by(None).subquery())
+    # The ORDER BY stays: on SQLite it keeps the full-text index leading the
+    # plan; without it a word with a form filter took 20 s over 100,000 rows
+    # instead of 70 ms.
+    counting = select(func.count()).select_from(stmt.subquery())
     with reading(engine) as conn:
         return int(conn.execute(counting).scalar_one())
 
