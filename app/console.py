@@ -1,5 +1,11 @@
 """The owner's console under /admin: log in, the inbox, dashboard and forms.
 
+The inbox (search, filters, keyset pages), a submission's page, retry and
+delete (one, or every one matching the filter, behind CSRF and a
+confirmation) and the streamed exports (writing in export.py) read and act
+through the ledger; only the count of matches is built here, from the
+ledger's own query (search.matching), as the ledger has no count.
+
 Off (404) until an owner exists (`flask --app wsgi users add EMAIL`), and
 gone entirely with ADMIN_ENABLED=false. Sessions through Flask-Login; the
 session cookie is SameSite=Strict while an owner is logged in (security.py),
@@ -220,7 +226,12 @@ class InboxQuery:
 
 
 class FilterError(ValueError):
-    """A filter value the inbox cannot use; the message says which and why."""
+    """Filter values the inbox cannot use: what to say, and what was typed."""
+
+    def __init__(self, message: str, typed: InboxQuery | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.typed = typed
 
 
 def _day(text: str, name: str) -> float | None:
@@ -302,9 +313,8 @@ def inbox() -> ResponseReturnValue:
     try:
         query = read_filters(request.args)
     except FilterError as exc:
-        shown = exc.args[1]
-        page = _inbox_page(shown, rows=[], error=exc.args[0])
-        return page, 400
+        typed = exc.typed or InboxQuery("", "", "", "", "", Filters())
+        return _inbox_page(typed, rows=[], error=exc.message), 400
     cursor = request.args.get("after") or None
     try:
         found = services().ledger.search(
@@ -382,7 +392,11 @@ def submission(receipt: str) -> ResponseReturnValue:
 def _message_parts(raw: bytes) -> tuple[list[tuple[str, str]], str | None]:
     """The stored message's header lines and its decoded text/plain part."""
     message = message_from_bytes(raw, policy=policy.default)
-    headers = [(name, str(value)) for name, value in message.items()]
+    try:
+        headers = [(name, str(value)) for name, value in message.items()]
+    except (LookupError, ValueError, AttributeError, TypeError):
+        # A header the parser cannot render: show every one raw instead.
+        headers = [(name, str(value)) for name, value in message.raw_items()]
     try:
         body = message.get_body(("plain",))
         text = body.get_content() if body is not None else None
