@@ -19,20 +19,12 @@ from sqlalchemy import insert
 from app.export import csv_lines, jsonl_lines, neutralise
 from app.ledger import submissions
 
-from .helpers import CSRF_RE, fast_hashing, ledger_of, services_of
+from .consolekit import EMAIL, PASSWORD, log_in
+from .helpers import fast_hashing, ledger_of, services_of
 
-EMAIL = "owner@example.com"
-PASSWORD = "correct horse battery"
 SITE = "https://www.example.com"
 HEADER = ["receipt", "form", "state", "created_at", "subject", "name", "email",
           "message", "fields"]  # fmt: skip
-
-
-def log_in(client) -> None:
-    page = client.get("/admin/login").get_data(as_text=True)
-    data = {"csrf_token": CSRF_RE.search(page).group(1), "email": EMAIL}
-    data["password"] = PASSWORD
-    assert client.post("/admin/login", data=data).status_code == 302
 
 
 @pytest.fixture

@@ -16,39 +16,17 @@ from sqlalchemy import update
 
 from app.ledger import Content, submissions
 
+from .consolekit import EMAIL, log_in, text_of, token, with_owner
 from .fakeclock import FakeClock
-from .helpers import CSRF_RE, deliver, envelope, fast_hashing, ledger_of, services_of
+from .helpers import CSRF_RE, deliver, envelope, ledger_of
 
-EMAIL = "owner@example.com"
-PASSWORD = "correct horse battery"
 SITE = "https://www.example.com"
 DAY = 86400.0
 NOON = 1_764_676_800.0  # 2025-12-02 12:00 UTC
 
 
-def log_in(client) -> None:
-    page = client.get("/admin/login").get_data(as_text=True)
-    data = {"csrf_token": CSRF_RE.search(page).group(1), "email": EMAIL}
-    data["password"] = PASSWORD
-    assert client.post("/admin/login", data=data).status_code == 302
-
-
-def token(client, path: str = "/admin/dashboard") -> str:
-    return CSRF_RE.search(client.get(path).get_data(as_text=True)).group(1)
-
-
-def text_of(html: str) -> str:
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html))).strip()
-
-
 def receipts_on(page: str) -> list[str]:
     return re.findall(r'<a href="/admin/s/([^"]+)"><code>', page)
-
-
-def with_owner(app):
-    fast_hashing(app)
-    services_of(app).owners.add(EMAIL, PASSWORD)
-    return app
 
 
 @pytest.fixture

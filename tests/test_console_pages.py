@@ -25,48 +25,22 @@ from app.dashboard import (
 from app.formdefs import FormDef
 from app.snippets import fetch_html, plain_html, rate_text
 
+from .consolekit import log_in, text_of, token, with_owner
 from .fakeclock import FakeClock
 from .helpers import (
-    CSRF_RE,
     deliver,
-    fast_hashing,
     ledger_of,
     post_form,
-    services_of,
     use_fake_clock,
 )
 
-EMAIL = "owner@example.com"
-PASSWORD = "correct horse battery"
 SITE = "https://www.example.com"
 HOSTILE = '"><script>alert(1)</script>'
-
-
-def log_in(client) -> None:
-    page = client.get("/admin/login").get_data(as_text=True)
-    data = {"csrf_token": CSRF_RE.search(page).group(1), "email": EMAIL}
-    data["password"] = PASSWORD
-    assert client.post("/admin/login", data=data).status_code == 302
-
-
-def token(client, path: str = "/admin/dashboard") -> str:
-    return CSRF_RE.search(client.get(path).get_data(as_text=True)).group(1)
-
-
-def text_of(html: str) -> str:
-    """The page's words, tags dropped and spaces collapsed."""
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html))).strip()
 
 
 def at(app, when: float) -> None:
     """Set the app's clock to `when`."""
     ledger_of(app).clock = FakeClock(when)
-
-
-def with_owner(app):
-    fast_hashing(app)
-    services_of(app).owners.add(EMAIL, PASSWORD)
-    return app
 
 
 @pytest.fixture

@@ -17,24 +17,10 @@ from app.maildir import MaildirTransport
 from app.outbox import OutboxSettings, Worker
 from config import ConfigError, load_config
 
-from .fakeclock import FakeClock
 from .helpers import PG_URL, mark_failed, mark_retry, mark_sent, postgres_or_skip
 from .storekit import endpoint, hosted, store
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ledger(database_url, clock) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, clock)
-    engine.dispose()
 
 
 def backlog(ledger: Ledger) -> int:

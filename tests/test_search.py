@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app.ledger import BadCursor, Filters, Ledger, make_engine, migrate
+from app.ledger import BadCursor, Filters, Ledger
 
-from .fakeclock import FakeClock
 from .helpers import PG_URL, mark_failed, mark_sent, postgres_or_skip
 from .storekit import endpoint, hosted, store
 from .test_bench_smoke import bench
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ledger(database_url, clock) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, clock)
-    engine.dispose()
 
 
 def found(ledger: Ledger, query: str | None = None, **filters) -> list[str]:

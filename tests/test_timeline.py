@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from flask import Flask
-
-from app.ledger import Ledger, make_engine, migrate
 
 from .fakeclock import FakeClock
 from .helpers import deliver, ledger_of, mark_failed, mark_retry, mark_sent, post_form
 from .relay import Relay
 from .storekit import hosted, store
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def ledger(database_url, clock) -> Ledger:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield Ledger(engine, clock)
-    engine.dispose()
 
 
 def test_attempts_are_recorded_in_order_with_time_and_reply(ledger, clock):
