@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from app.ledger import Claimed, Ledger
 from app.message import Envelope
@@ -132,3 +135,45 @@ def envelope(n: int = 0) -> Envelope:
         data=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
         message_id=f"<{n}@formpost.test>",
     )
+
+
+def posts_in_one_batch(ledger: Ledger, posts: list) -> tuple[list, int]:
+    """Run `posts` (callables) at once, the first leading alone, the rest queued.
+
+    The first post's transaction is held at checkout until every other post
+    waits behind it; they then go in one batch. Return their results (a
+    receipt or the exception) and how many transactions the batch took.
+    """
+    transactions = []
+    leading = threading.Event()
+    release = threading.Event()
+
+    def hold(*_):
+        transactions.append(1)
+        if len(transactions) == 1:
+            leading.set()
+            release.wait(10)
+
+    event.listen(ledger.engine, "checkout", hold)
+    results = [None] * len(posts)
+
+    def run(i):
+        try:
+            results[i] = posts[i]()
+        except Exception as exc:  # the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(posts))]
+    threads[0].start()
+    assert leading.wait(10)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(ledger._commits._waiting) < len(posts) - 1:
+        assert time.monotonic() < deadline, "the posts did not queue up"
+        time.sleep(0.005)
+    release.set()
+    for t in threads:
+        t.join(10)
+    event.remove(ledger.engine, "checkout", hold)
+    return results, len(transactions)

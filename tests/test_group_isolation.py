@@ -8,15 +8,13 @@ may make a row the database refuses: every column fits by construction.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
-from sqlalchemy import event
 
-from app.ledger import Ledger, StorageError
+from app.ledger import StorageError
 from app.message import Envelope
 
-from .helpers import envelope, ledger_of
+from .helpers import envelope, ledger_of, posts_in_one_batch
 
 SITE = "https://www.example.com"
 
@@ -44,42 +42,6 @@ def poison(engine, subject: str) -> None:
             )
 
 
-def in_one_batch(ledger: Ledger, posts):
-    """Run the posts at once: the first leads alone, the others in one batch."""
-    transactions = []
-    leading, release = threading.Event(), threading.Event()
-
-    def hold(*_):
-        transactions.append(1)
-        if len(transactions) == 1:
-            leading.set()
-            release.wait(10)
-
-    event.listen(ledger.engine, "checkout", hold)
-    results: list[object] = [None] * len(posts)
-
-    def run(i):
-        try:
-            results[i] = posts[i]()
-        except Exception as exc:  # the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(posts))]
-    threads[0].start()
-    assert leading.wait(10)
-    for t in threads[1:]:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(ledger._commits._waiting) < len(posts) - 1:
-        assert time.monotonic() < deadline, "the posts did not queue up"
-        time.sleep(0.005)
-    release.set()
-    for t in threads:
-        t.join(20)
-    event.remove(ledger.engine, "checkout", hold)
-    return results
-
-
 def test_a_poisoned_row_among_16_costs_only_itself(ledger):
     poison(ledger.engine, "poison")
 
@@ -89,7 +51,7 @@ def test_a_poisoned_row_among_16_costs_only_itself(ledger):
             envelope(n), form_id="default", alias="sales", subject=subject
         )
 
-    results = in_one_batch(ledger, [post(n) for n in range(16)])
+    results, _ = posts_in_one_batch(ledger, [post(n) for n in range(16)])
     assert isinstance(results[9], StorageError), results[9]
     stored = {r.receipt for r in ledger.rows()}
     others = [r for i, r in enumerate(results) if i != 9]

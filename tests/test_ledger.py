@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
-from sqlalchemy import event, inspect, text
+from sqlalchemy import inspect, text
 
 from app import ledger as ledger_module
 from app.ledger import (
@@ -22,7 +21,7 @@ from app.ledger import queue as queue_module
 from app.ledger import schema as schema_module
 
 from .fakeclock import FakeClock
-from .helpers import envelope, mark_failed, mark_retry, mark_sent
+from .helpers import envelope, mark_failed, mark_retry, mark_sent, posts_in_one_batch
 
 
 def enqueue(ledger: Ledger, n: int = 0, **kwargs) -> str:
@@ -61,51 +60,9 @@ def test_dedupe_key_gives_one_row_and_the_first_receipt(ledger):
     assert len(ledger.rows()) == 1
 
 
-def _posts_in_one_batch(ledger, posts):
-    """Run `posts` (callables) at once, the first leading alone, the rest queued.
-
-    The first post's transaction is held at checkout until every other post
-    waits behind it; they then go in one batch. Return their results (a
-    receipt or the exception) and how many transactions the batch took.
-    """
-    transactions = []
-    leading = threading.Event()
-    release = threading.Event()
-
-    def hold(*_):
-        transactions.append(1)
-        if len(transactions) == 1:
-            leading.set()
-            release.wait(10)
-
-    event.listen(ledger.engine, "checkout", hold)
-    results = [None] * len(posts)
-
-    def run(i):
-        try:
-            results[i] = posts[i]()
-        except Exception as exc:  # the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(posts))]
-    threads[0].start()
-    assert leading.wait(10)
-    for t in threads[1:]:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(ledger._commits._waiting) < len(posts) - 1:
-        assert time.monotonic() < deadline, "the posts did not queue up"
-        time.sleep(0.005)
-    release.set()
-    for t in threads:
-        t.join(10)
-    event.remove(ledger.engine, "checkout", hold)
-    return results, len(transactions)
-
-
 def test_concurrent_posts_share_one_commit(ledger):
     posts = [lambda n=n: enqueue(ledger, n) for n in range(8)]
-    receipts, transactions = _posts_in_one_batch(ledger, posts)
+    receipts, transactions = posts_in_one_batch(ledger, posts)
     assert transactions == 2  # the leader alone, then the seven together
     assert len(set(receipts)) == 8
     assert sorted(r.receipt for r in ledger.rows()) == sorted(receipts)
@@ -115,7 +72,7 @@ def test_a_conflict_in_a_shared_commit_costs_only_its_own_row(ledger):
     first = enqueue(ledger, 0, dedupe_key="k")
     posts = [lambda n=n: enqueue(ledger, n) for n in range(1, 6)]
     posts.insert(3, lambda: enqueue(ledger, 9, dedupe_key="k"))
-    results, _ = _posts_in_one_batch(ledger, posts)
+    results, _ = posts_in_one_batch(ledger, posts)
     assert results[3] == first  # the repeat gets the first answer
     stored = {r.receipt for r in ledger.rows()}
     assert stored == {first} | {r for i, r in enumerate(results) if i != 3}
@@ -125,7 +82,7 @@ def test_a_conflict_in_a_shared_commit_costs_only_its_own_row(ledger):
 def test_a_failed_shared_commit_fails_every_post_in_it(ledger):
     _refuse_inserts(ledger.engine)
     posts = [lambda n=n: enqueue(ledger, n) for n in range(5)]
-    results, _ = _posts_in_one_batch(ledger, posts)
+    results, _ = posts_in_one_batch(ledger, posts)
     assert all(isinstance(r, StorageError) for r in results), results
     assert ledger.rows() == []
 
