@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pgschema import throwaway_schema  # noqa: E402
 from run import PY, ROOT, accept_point, base_env, process, sink  # noqa: E402
 
 # The WSGI app of each point (bench/ is on gunicorn's path).
@@ -42,22 +41,6 @@ APPS = {
     "formpost": "wsgi:app",
     "bare_commit_postgres": "bare_commit:app",
 }
-
-
-@contextmanager
-def schema(url: str) -> Iterator[str]:
-    """A throw-away schema in the PostgreSQL database at `url`; yield its URL."""
-    import psycopg
-
-    name = f"formpost_bench_{secrets.token_hex(6)}"
-    plain = url.replace("postgresql+psycopg", "postgresql")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield f"{url}?options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def main() -> int:
@@ -87,7 +70,11 @@ def main() -> int:
     with ExitStack() as outer:
         tmp = Path(outer.enter_context(tempfile.TemporaryDirectory()))
         relay = outer.enter_context(sink(tmp))
-        pg_url = outer.enter_context(schema(args.postgres)) if args.postgres else ""
+        pg_url = (
+            outer.enter_context(throwaway_schema(args.postgres))
+            if args.postgres
+            else ""
+        )
         for n in range(rounds):
             for key in points:
                 db = tmp / f"{key}-{n}.db"

@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from pgschema import throwaway_schema  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app.clock import SystemClock  # noqa: E402
@@ -148,20 +150,8 @@ def main() -> int:
 
 
 def _on_postgres(url: str, rows: int, posts: int):
-    import uuid
-
-    import psycopg
-
-    schema = f"formpost_bench_{uuid.uuid4().hex[:8]}"
-    plain = url.replace("postgresql+psycopg", "postgresql")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        sep = "&" if "?" in url else "?"
-        return measure(f"{url}{sep}options=-csearch_path%3D{schema}", rows, posts)
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with throwaway_schema(url) as schema_url:
+        return measure(schema_url, rows, posts)
 
 
 if __name__ == "__main__":
