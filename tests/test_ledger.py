@@ -165,6 +165,8 @@ def test_failed_rows_are_kept_and_requeued(ledger, clock):
         "sending": 0,
         "sent": 0,
         "failed": 0,
+        "spam": 0,
+        "dropped": 0,
         "deleted": 0,
     }
 

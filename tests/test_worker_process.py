@@ -121,6 +121,8 @@ def test_four_workers_deliver_1000_rows_exactly_once(
         "sending": 0,
         "sent": 1000,
         "failed": 0,
+        "spam": 0,
+        "dropped": 0,
         "deleted": 0,
     }
     output = "\n".join(log.read_text() for log in logs)

@@ -34,7 +34,10 @@ from ..errors import StorageError
 from . import index
 from .content import read_message, search_columns
 
-STATES = ("pending", "sending", "sent", "failed", "deleted")
+# `spam`: quarantined by the spam verdict, stored but not delivered until an
+# owner releases it. `dropped`: a tombstone of a post the verdict dropped
+# (no content, no message; the reasons stay in `verdict`).
+STATES = ("pending", "sending", "sent", "failed", "spam", "dropped", "deleted")
 # What the visitor sent, cleared when a row is erased (a tombstone is left).
 CONTENT_COLUMNS = ("name", "email", "message", "fields", "user_agent", "client_ip")
 RELAY_KEY = "relay"
@@ -80,6 +83,12 @@ submissions = Table(
     Column("origin", String(255)),
     Column("user_agent", String(512)),
     Column("erased_at", Float),
+    # The spam verdict (version 7): JSON {"verdict", "score", "reasons": [...]}
+    # (app/spam); NULL for posts stored before version 7 or never scored.
+    Column("verdict", Text),
+    # SHA-256 of the normalised message body, for "the same body posted again
+    # across forms" (app/spam/rules.py).
+    Column("body_digest", String(64)),
 )
 # Full-text search: SQLite keeps an FTS5 table `submission_search` (rowid =
 # submissions.id); PostgreSQL a tsvector column `submissions.search` with a
@@ -159,6 +168,14 @@ api_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
     Column("revoked_at", Float),
+)
+# Proofs of work (ALTCHA) already accepted, kept until they expire, so each
+# solution is accepted once (app/spam/altcha.py).
+spent_proofs = Table(
+    "spent_proofs",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
 )
 schema_version = Table(
     "formpost_schema", metadata, Column("version", Integer, nullable=False)
@@ -417,6 +434,25 @@ def _v6_api_tokens(conn: Connection) -> None:
     v6.create_all(conn)
 
 
+def _v7_spam(conn: Connection) -> None:
+    # The spam verdict and its reasons per row, a digest of the body for
+    # repeats across forms, and the proofs of work already spent.
+    conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN verdict TEXT")
+    conn.exec_driver_sql("ALTER TABLE submissions ADD COLUMN body_digest VARCHAR(64)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_submissions_body_digest "
+        "ON submissions (body_digest, created_at)"
+    )
+    v7 = MetaData()
+    Table(
+        "spent_proofs",
+        v7,
+        Column("digest", String(64), primary_key=True),
+        Column("expires_at", Float, nullable=False),
+    )
+    v7.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
@@ -424,6 +460,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_owners,
     _v5_content,
     _v6_api_tokens,
+    _v7_spam,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
