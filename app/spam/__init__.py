@@ -26,6 +26,9 @@ A layer that depends on another service (a captcha verifier, rspamd) and
 cannot reach it returns a Reason with rule `<layer>_unavailable`; the form's
 `fail` setting decides its weight: `open` scores it 0 (the post goes on),
 `closed` quarantines it. Nothing is ever dropped because a service was down.
+
+A layer is a function `check(ctx: SpamContext, settings: SpamSettings,
+services: Services) -> list[Reason]`; gate.py lists them in order.
 """
 
 from __future__ import annotations
@@ -101,6 +104,39 @@ class Verdict:
 
 
 ACCEPT = Verdict("accept")
+
+
+@dataclass(frozen=True)
+class SpamContext:
+    """What the layers see of one post (built by the endpoint that parsed it).
+
+    `pairs` is everything posted, in order, steering fields included (the
+    layers find their own: `altcha`, `cf-turnstile-response`,
+    `h-captcha-response`, `g-recaptcha-response`). `message_bytes` is the
+    composed message as it would be delivered (rspamd reads it); empty
+    when the caller has not composed one. `fill_seconds` is the time since
+    the hosted form was rendered, None where unknown (/f/ posts).
+    """
+
+    form_id: str
+    pairs: tuple[tuple[str, str], ...] = ()
+    subject: str = ""
+    name: str = ""
+    email: str = ""
+    message: str = ""
+    client_ip: str | None = None
+    origin: str | None = None
+    user_agent: str | None = None
+    honeypot_filled: bool = False
+    fill_seconds: float | None = None
+    message_bytes: bytes = b""
+
+    def first(self, name: str) -> str | None:
+        """Return the first posted value of field `name`, or None."""
+        for key, value in self.pairs:
+            if key == name:
+                return value
+        return None
 
 
 def decide(
