@@ -63,13 +63,18 @@ def post_json(
 def _read(reply, deadline: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    while chunk := reply.read(65536):
+    # read1 returns what has arrived, so the deadline is checked between
+    # arrivals even when the service trickles its answer.
+    while chunk := reply.read1(65536):
         size += len(chunk)
         if size > MAX_REPLY:
             raise Unavailable("reply too large")
         if time.monotonic() > deadline:
             raise Unavailable("reply too slow")
         chunks.append(chunk)
+    if reply.length:
+        # The connection closed before the promised Content-Length arrived.
+        raise Unavailable("reply cut off")
     return b"".join(chunks)
 
 
