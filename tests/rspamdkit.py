@@ -129,9 +129,14 @@ def _write_config(root: Path, port: int, dead_port: int) -> Path:
     return config
 
 
+def rspamd_available() -> bool:
+    """Return whether Debian's rspamd is installed (for bench/, outside pytest)."""
+    return RSPAMD.exists()
+
+
 def rspamd_or_skip() -> None:
     """Skip the calling test when Debian's rspamd is not installed."""
-    if not RSPAMD.exists():
+    if not rspamd_available():
         pytest.skip("rspamd is not installed (/usr/bin/rspamd); .ci/run installs it")
 
 

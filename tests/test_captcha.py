@@ -303,6 +303,12 @@ def test_recaptcha_does_not_take_a_turnstile_token(verifier: FakeVerifier) -> No
     assert reason.rule == "captcha_missing"
 
 
+def test_the_hosted_form_is_not_asked_for_a_token(verifier: FakeVerifier) -> None:
+    ctx = SpamContext(form_id="hosted", pairs=(("message", "Hi"),), fill_seconds=9.0)
+    assert run(ctx, settings_for("turnstile", verifier.url("turnstile"))) == []
+    assert verifier.seen == []
+
+
 def test_no_captcha_configured_asks_nobody(verifier: FakeVerifier) -> None:
     assert run(post("turnstile", "forged"), SpamSettings()) == []
     assert verifier.seen == []

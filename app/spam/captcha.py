@@ -23,6 +23,9 @@ an owner can still release a real customer's message):
   `open` lets the post through with the reason kept for the owner to see,
   `closed` quarantines it.
 
+The hosted form shows no captcha widget (it would load the provider's
+script on Formpost's own page), so its posts are not asked for a token.
+
 The `hostname` the providers return is not compared: each site key is
 already bound to the owner's domains in the provider's dashboard, which is
 where the provider refuses a widget shown elsewhere, and Formpost's origin
@@ -77,7 +80,10 @@ NOT_THE_VISITOR = frozenset(
 
 def check(ctx: SpamContext, settings: SpamSettings, services: Services) -> list[Reason]:
     """Verify the post's captcha token with the form's provider, if it has one."""
-    if settings.captcha is None:
+    if settings.captcha is None or ctx.fill_seconds is not None:
+        # Only /f/ posts from the owner's own pages carry a widget: the
+        # hosted form (the one post with a fill time) shows none, and has
+        # its signed form token, fill time and proof of work instead.
         return []
     return verify(ctx, settings.captcha, settings.fail)
 
