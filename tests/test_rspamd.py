@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from app.spam.remote import post_json
 from app.spam.rspamd import check, request_headers, scan
 from app.spam.settings import SpamSettings
 
+from . import rspamdkit
 from .helpers import services_of
 from .relay import free_port
 from .rspamdkit import log_path, running_rspamd
@@ -254,3 +256,48 @@ def test_refused_port_without_rspamd_at_all() -> None:
         "connection refused",
         "score",
     )
+
+
+@pytest.fixture
+def scoreless_rspamd() -> Iterator[str]:
+    """An HTTP server that answers /checkv2 with JSON but no score."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = b'{"error": "task processing error"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_reply_without_a_score_is_unavailable(scoreless_rspamd: str) -> None:
+    (reason,) = scan(scoreless_rspamd, context(CLEAN), SpamSettings(fail="closed"))
+    assert (reason.rule, reason.value, reason.action) == (
+        "rspamd_unavailable",
+        "reply without a score",
+        "quarantine",
+    )
+
+
+def test_the_kit_skips_where_rspamd_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rspamdkit, "RSPAMD", tmp_path / "no-rspamd")
+    with pytest.raises(pytest.skip.Exception, match="rspamd is not installed"):
+        with running_rspamd(tmp_path):
+            pass
