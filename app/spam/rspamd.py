@@ -69,7 +69,7 @@ def check(ctx: SpamContext, settings: SpamSettings, services: Services) -> list[
         return []
     timeout = float(current_app.config.get("RSPAMD_TIMEOUT") or DEFAULT_TIMEOUT)
     form = services.forms.get(ctx.form_id)
-    rcpts = []
+    rcpts: list[str] = []
     if form is not None:
         for alias in form.recipients:
             recipient = services.recipients.get(alias)
@@ -93,11 +93,12 @@ def scan(
             request_headers(ctx, rcpts),
             timeout,
         )
-        score = float(reply["score"])  # type: ignore[arg-type]
     except Unavailable as exc:
         return [unavailable(str(exc), settings)]
-    except (KeyError, TypeError, ValueError):
+    raw = reply.get("score")
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return [unavailable("reply without a score", settings)]
+    score = float(raw)
     return judge(score, reply.get("symbols"), settings)
 
 
