@@ -301,3 +301,30 @@ def test_the_kit_skips_where_rspamd_is_not_installed(
     with pytest.raises(pytest.skip.Exception, match="rspamd is not installed"):
         with running_rspamd(tmp_path):
             pass
+
+
+@pytest.mark.parametrize(
+    ("body", "symbol"),
+    [
+        ("We guarantee top page on Google in 30 days.", "FORMPOST_SEO_PITCH"),
+        ("Get your site on the first page of Google with us.", "FORMPOST_SEO_PITCH"),
+        ("Affordable backlink building for your shop.", "FORMPOST_SEO_PITCH"),
+        ("We can boost your website traffic fast.", "FORMPOST_SEO_PITCH"),
+        ("USDT trading with weekly returns of 20%.", "FORMPOST_MONEY_OFFER"),
+        ("Instant loans, no credit check, approval today.", "FORMPOST_MONEY_OFFER"),
+        ("Earn $500 per day from home.", "FORMPOST_MONEY_OFFER"),
+        # What customers write must not trip them.
+        ("Could I pay the loan-financed order in two parts?", None),
+        ("I found you on the first page of the catalogue.", None),
+        ("Your website traffic light widget is broken on mobile.", None),
+        ("我想预订两张周六的票，谢谢！", None),
+    ],
+)
+def test_formpost_rules_one_by_one(rspamd_url: str, body: str, symbol: str | None):
+    ctx = context(body + "\n")
+    headers = request_headers(ctx, ["owner@shop.example"])
+    reply = post_json(rspamd_url + "/checkv2", ctx.message_bytes, headers, 5)
+    ours = sorted(s for s in reply["symbols"] if s.startswith("FORMPOST_"))
+    assert ours == ([symbol] if symbol else [])
+    # One rule alone stays under the default quarantine threshold.
+    assert float(reply["score"]) < SpamSettings().rspamd_quarantine_at
