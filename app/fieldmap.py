@@ -46,7 +46,7 @@ IGNORED = {
     "already says where the mail goes",
     "from_name": "the sender is always MAIL_FROM, set by the operator",
     "_template": "every email has the same plain-text and HTML layout",
-    "_captcha": "there is no CAPTCHA; the honeypot and rate limits stop bots",
+    "_captcha": "captchas are chosen per form in FORMS_FILE, not by the page",
     "_autoresponse": "Formpost never mails an address a visitor typed",
     "_webhook": "Formpost never calls a URL a visitor supplied",
     "_blacklist": "spam filtering is not set by the posting page",
@@ -54,10 +54,14 @@ IGNORED = {
     "_language": "Formpost's pages are in English",
     "_format": "every email has a plain-text and an HTML part",
 }
+# Tokens the captcha widgets add (checked by app/spam/captcha.py).
+CAPTCHA_TOKENS = ("cf-turnstile-response", "h-captcha-response", "g-recaptcha-response")
 # Not shown in the email: they steer Formpost, they are not the visitor's words.
-_STEERING = set(
-    REDIRECT + RECIPIENT + CC + HONEYPOTS + ("_subject", "subject", "replyto")
-) | set(IGNORED)
+_STEERING = (
+    set(REDIRECT + RECIPIENT + CC + HONEYPOTS + ("_subject", "subject", "replyto"))
+    | set(IGNORED)
+    | set(CAPTCHA_TOKENS)
+)
 
 # Written for people; the hosted form says the same (forms.py).
 EMAIL_EXAMPLE = "Enter an email address like name@example.com."

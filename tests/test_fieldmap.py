@@ -222,6 +222,13 @@ def test_shown_fields_keep_order_and_drop_steering_fields():
     ]
 
 
+@pytest.mark.parametrize(
+    "token", ["cf-turnstile-response", "h-captcha-response", "g-recaptcha-response"]
+)
+def test_captcha_tokens_are_not_shown(token):
+    assert read(("message", "Hi"), (token, "0.AbCdEf")).fields == [("message", "Hi")]
+
+
 def test_values_are_shown_as_posted():
     pairs = [("Note", "  <b>x</b>\r\n"), ("message", "hi")]
     assert read(*pairs).fields == pairs
