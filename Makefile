@@ -5,7 +5,24 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test bench bench-ceiling lint format clean
+.PHONY: run test bench bench-ceiling lint format clean messages translations
+
+# Translations (README: "Translations"). `make messages` extracts the strings
+# from app/ and templates/ and merges them into every catalogue; translators
+# then edit app/translations/<locale>/LC_MESSAGES/messages.po. The compiled
+# .mo files are committed too (a deploy from git needs no build step) and
+# rebuilt by `make run` and `make test`.
+POT := app/translations/messages.pot
+EXTRACT := $(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \
+	--no-location --sort-output --project=Formpost --copyright-holder=Formpost
+
+messages: $(VENV)/.runtime
+	$(EXTRACT) -o $(POT) .
+	$(BIN)/pybabel update -i $(POT) -d app/translations --no-fuzzy-matching \
+	  --ignore-obsolete
+
+translations: $(VENV)/.runtime
+	$(BIN)/pybabel compile -d app/translations --statistics
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -21,10 +38,10 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	touch $(VENV)/.runtime $@
 
 # The Procfile is the one description of the processes: web and worker.
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime translations
 	PATH="$(CURDIR)/$(BIN):$$PATH" BIND="$(HOST):$(PORT)" $(BIN)/honcho start -f Procfile
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev translations
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -42,6 +42,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         handlers,
         health,
         hosted,
+        i18n,
         logs,
         metrics,
         security,
@@ -91,6 +92,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             EXIT_CONFIG,
         )
     logs.init_app(app)
+    i18n.init_app(app)
     security.init_app(app)
 
     hops = app.config["TRUSTED_PROXY_HOPS"]

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import g, has_request_context
+from flask_babel import force_locale, gettext
 
 from . import metrics
-from .compose import Submission, compose, new_message_id
+from .compose import MailText, Submission, compose, new_message_id
+from .languages import DEFAULT_LOCALE, html_tag
 from .ledger import Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
@@ -39,6 +41,8 @@ class Post:
     form_id: str
     recipient: str
     subject: str
+    # The locale of the email's labels: the form's, never the visitor's.
+    language: str = DEFAULT_LOCALE
     message: str = ""
     name: str = ""
     email: str = ""
@@ -127,6 +131,7 @@ def accept(services: Services, post: Post) -> str:
         mail_from=mail_from,
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
+        words=mail_text(post.language),
     )
     receipt = services.ledger.enqueue(
         message,
@@ -148,6 +153,18 @@ def accept(services: Services, post: Post) -> str:
     else:
         log.info("stored receipt=%s form=%s", receipt, post.form_id)
     return receipt
+
+
+def mail_text(locale: str) -> MailText:
+    """Return the email's labels in `locale` (English outside an app context)."""
+    with force_locale(locale):
+        return MailText(
+            lang=html_tag(locale),
+            # TRANSLATORS: above the message in the email's HTML part.
+            sent_by_html=gettext("From {sender}"),
+            # TRANSLATORS: first line of the email's text part.
+            sent_by_text=gettext("From: {sender}"),
+        )
 
 
 def decoy(form_id: str, reason: str) -> str:

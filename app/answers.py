@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from flask import current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
@@ -20,18 +22,30 @@ from .postbody import too_large_message
 from .services import services
 
 HTTP_MESSAGES = {
-    400: "The request could not be understood.",
-    404: "There is no page at this address.",
-    405: "This address does not accept that kind of request.",
-    415: "This kind of upload is not supported.",
+    400: _l("The request could not be understood."),
+    404: _l("There is no page at this address."),
+    405: _l("This address does not accept that kind of request."),
+    415: _l("This kind of upload is not supported."),
 }
 REFUSAL_TITLES = {
-    403: "Not allowed",
-    404: "Form not found",
-    413: "Too large",
-    415: "Unsupported upload",
-    429: "Please slow down",
-    503: "Please try again later",
+    403: _l("Not allowed"),
+    404: _l("Form not found"),
+    413: _l("Too large"),
+    415: _l("Unsupported upload"),
+    429: _l("Please slow down"),
+    503: _l("Please try again later"),
+}
+# Werkzeug's names of the HTTP errors Formpost's pages show as titles.
+HTTP_TITLES = {
+    400: _l("Bad Request"),
+    403: _l("Forbidden"),
+    404: _l("Not Found"),
+    405: _l("Method Not Allowed"),
+    413: _l("Request Entity Too Large"),
+    415: _l("Unsupported Media Type"),
+    429: _l("Too Many Requests"),
+    500: _l("Internal Server Error"),
+    503: _l("Service Unavailable"),
 }
 
 
@@ -89,9 +103,11 @@ def refusal_json(
     `errors` is a list of {field, code, message} (Formspree's snippet shows
     `errors.map(e => e.message)`); `message` is the whole answer in words
     (Web3Forms' and FormSubmit's snippets show it); `fields` maps each field
-    to its message. `field` is null for the post as a whole.
+    to its message. `field` is null for the post as a whole. The messages
+    are in the request's language; the codes are English, for programs.
     """
     codes = codes or {}
+    errors = {name: str(text) for name, text in errors.items()}
     fallback = STATUS_CODES.get(status, "ERROR")
     listed = [
         {
@@ -123,7 +139,7 @@ def refusal(
     body = render_template(
         "error.html",
         code=status,
-        title=REFUSAL_TITLES.get(status, "Please check the form"),
+        title=str(REFUSAL_TITLES.get(status) or gettext("Please check the form")),
         message=None,
         errors=errors,
         back=_back_link(),
@@ -135,16 +151,25 @@ def http_message(code: int) -> str | None:
     """Say in words what an HTTP error means for the visitor."""
     if code == 413:
         return too_large_message(current_app.config["MAX_CONTENT_LENGTH"])
-    return HTTP_MESSAGES.get(code)
+    message = HTTP_MESSAGES.get(code)
+    return None if message is None else str(message)
+
+
+def http_title(code: int, name: str) -> str:
+    """The title of an HTTP error page, in the request's language."""
+    title = HTTP_TITLES.get(code)
+    return name if title is None else str(title)
 
 
 def error_page(
     code: int, title: str, message: str | None = None
 ) -> ResponseReturnValue:
     """Render our error page for anything but a refused post."""
-    message = message or http_message(code) or "Something went wrong."
+    message = message or http_message(code) or gettext("Something went wrong.")
     return (
-        render_template("error.html", code=code, title=title, message=message),
+        render_template(
+            "error.html", code=code, title=http_title(code, title), message=message
+        ),
         code,
     )
 

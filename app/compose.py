@@ -86,6 +86,25 @@ def _header_safe(field: str, value: str) -> str:
     return value
 
 
+# System fonts only (nothing is downloaded): Latin first, then the CJK faces
+# of macOS, Windows and Linux, so Chinese renders in every mail client.
+FONT_STACK = (
+    "-apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, "
+    "'PingFang SC', 'Hiragino Sans GB', 'Microsoft YaHei', "
+    "'Noto Sans CJK SC', 'WenQuanYi Micro Hei', sans-serif"
+)
+
+
+@dataclass(frozen=True)
+class MailText:
+    """The email's own words, already in the form's language (accept.py)."""
+
+    lang: str = "en"  # the HTML part's lang attribute
+    # "{sender}" stands for the visitor's name and address.
+    sent_by_html: str = "From {sender}"
+    sent_by_text: str = "From: {sender}"
+
+
 @dataclass(frozen=True)
 class Submission:
     """What a visitor sent, already validated."""
@@ -112,6 +131,7 @@ def compose(
     mail_from: Address,
     message_id: str,
     date: datetime,
+    words: MailText | None = None,
 ) -> Envelope:
     """Build the message: multipart/alternative, text as typed, HTML escaped.
 
@@ -120,8 +140,10 @@ def compose(
     which come from configuration, never from anything a visitor typed.
     Raise UnsafeHeaderError if header-bound text could alter the header
     block; the forms refuse such input first, this is the last line of
-    defence.
+    defence. `words` are the labels, in the form's language (English if
+    None).
     """
+    words = words or MailText()
     headers = [
         ("From", _address(mail_from)),
         ("To", _address(submission.recipient)),
@@ -151,11 +173,11 @@ def compose(
     if not text.endswith("\n"):
         text += "\n"
     sender = _describe_sender(submission)
-    html = _html(submission.subject, sender, text[:-1], fields)
+    html = _html(submission.subject, sender, text[:-1], fields, words)
     if sender:
         # Who wrote, in the text part too: some owners read only that part,
         # and a forwarded text part loses the Reply-To header.
-        text = f"From: {sender}\n\n{text}"
+        text = words.sent_by_text.replace("{sender}", sender) + f"\n\n{text}"
     # A boundary made of "=" runs cannot occur inside quoted-printable text,
     # where every "=" is itself encoded.
     boundary = f"==============={secrets.randbelow(10**19):019d}=="
@@ -198,16 +220,23 @@ def _qp_part(subtype: str, text: str) -> bytes:
     return head.encode("ascii") + body
 
 
-def _html(subject: str, sender: str, text: str, fields: list[tuple[str, str]]) -> str:
+def _html(
+    subject: str,
+    sender: str,
+    text: str,
+    fields: list[tuple[str, str]],
+    words: MailText,
+) -> str:
     """Write the HTML part; every visitor's value goes through escape()."""
     out = [
         "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
+        f'<html lang="{escape(words.lang)}"><head><meta charset="utf-8">'
         f"<title>{escape(subject)}</title></head>\n"
-        '<body style="font-family: sans-serif; line-height: 1.5">'
+        f'<body style="font-family: {FONT_STACK}; line-height: 1.5">'
     ]
     if sender:
-        out.append(f'\n<p style="color: #555">From {escape(sender)}</p>')
+        line = escape(words.sent_by_html).replace("{sender}", escape(sender))
+        out.append(f'\n<p style="color: #555">{line}</p>')
     if fields:
         out.append('\n<table style="border-collapse: collapse" cellpadding="6">')
         out += [

@@ -21,12 +21,15 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import force_locale, gettext
+from flask_babel import lazy_gettext as _l
 
 from .accept import Post, accept, decoy
 from .answers import wants_json
 from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
+from .i18n import lang_arg, mail_locale
 from .origin import client_ip, origin_allowed, request_origin
 from .postbody import read_pairs
 from .redirects import safe_next
@@ -39,14 +42,14 @@ IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 RECEIPT_RE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$")
 # Shown by the drop-in snippets of Web3Forms (json.message) and FormSubmit
 # (data.message) as they are.
-THANKS = "Thank you! Your message has been received."
+THANKS = _l("Thank you! Your message has been received.")
 PREFLIGHT_HEADERS = {"content-type", "accept", "idempotency-key"}
 
 
 def _form_or_404(form_id: str) -> FormDef:
     form = services().forms.get(form_id)
     if form is None:
-        raise Rejected(404, {"_form": "There is no form with this address."})
+        raise Rejected(404, {"_form": gettext("There is no form with this address.")})
     return form
 
 
@@ -62,7 +65,7 @@ def _dedupe_key(form: FormDef) -> str | None:
         return None
     if not IDEMPOTENCY_RE.match(key):
         raise Rejected(
-            400, {"Idempotency-Key": "Use 1-128 printable ASCII characters."}
+            400, {"Idempotency-Key": gettext("Use 1-128 printable ASCII characters.")}
         )
     return f"idem:{form.id}:{key}"
 
@@ -74,7 +77,7 @@ def submit(form_id: str) -> ResponseReturnValue:
     origin = request_origin()
     if not origin_allowed(form, origin):
         log.info("form %s: refused post from origin %s", form.id, origin)
-        raise Rejected(403, {"origin": "This site may not post to this form."})
+        raise Rejected(403, {"origin": gettext("This site may not post to this form.")})
     dedupe_key = _dedupe_key(form)  # a malformed key: 400 before any work
     pairs = _fields()
     found = interpret(pairs, form, services().recipients)
@@ -89,12 +92,17 @@ def submit(form_id: str) -> ResponseReturnValue:
         return _accepted(form, decoy(form.id, "honeypot"), found.redirect, origin)
 
     svc = services()
+    language = mail_locale(form.language)
+    with force_locale(language):
+        # The subject is the email's: in the form's language, not the visitor's.
+        fallback = gettext("New submission (%(form)s)", form=form.id)
     receipt = accept(
         svc,
         Post(
             form_id=form.id,
+            language=language,
             recipient=found.recipient,
-            subject=form.make_subject(found.subject)[:200],
+            subject=form.make_subject(found.subject, fallback)[:200],
             message=found.message,
             name=found.name,
             email=found.reply_to,
@@ -116,7 +124,7 @@ def _accepted(
     if wants_json():
         # 200, with both services' success keys: Web3Forms' snippet checks
         # the status is 200, FormSubmit's reads `success`; both show `message`.
-        return jsonify(ok=True, success=True, id=receipt, message=THANKS), 200
+        return jsonify(ok=True, success=True, id=receipt, message=str(THANKS)), 200
     target = safe_next(next_value, origin, form.redirect_hosts) if next_value else None
     if target is None:
         back = origin if origin in form.allowed_origins else None
@@ -125,6 +133,7 @@ def _accepted(
             form_id=form.id,
             receipt=receipt,
             back=back,
+            lang=lang_arg(),
             _external=True,
         )
     return redirect(target, code=303)

@@ -24,12 +24,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 
 from config import Recipient
 
 from .compose import header_text_problem, reply_address
 from .errors import Rejected
 from .formdefs import FormDef
+from .i18n import number
 
 REPLY_TO = ("_replyto", "email", "replyto")
 NAME = ("name",)
@@ -51,7 +54,7 @@ IGNORED = {
     "_webhook": "Formpost never calls a URL a visitor supplied",
     "_blacklist": "spam filtering is not set by the posting page",
     "_url": "the posting page is known from its Origin",
-    "_language": "Formpost's pages are in English",
+    "_language": "a form's language is set in FORMS_FILE (`language`)",
     "_format": "every email has a plain-text and an HTML part",
 }
 # Tokens the captcha widgets add (checked by app/spam/captcha.py).
@@ -63,9 +66,11 @@ _STEERING = (
     | set(CAPTCHA_TOKENS)
 )
 
-# Written for people; the hosted form says the same (forms.py).
-EMAIL_EXAMPLE = "Enter an email address like name@example.com."
-EMAIL_ONE_LINE = "Enter one email address, on one line, like name@example.com."
+# Written for people; the hosted form says the same (forms.py). Lazy: each
+# use reads it in the request's language (str()); gettext outside a request
+# is English, so this module still needs no Flask.
+EMAIL_EXAMPLE = _l("Enter an email address like name@example.com.")
+EMAIL_ONE_LINE = _l("Enter one email address, on one line, like name@example.com.")
 
 # The same limits as the hosted form's (forms.py takes them from here).
 MAX_FIELDS = 50
@@ -112,8 +117,11 @@ def interpret(
         raise Rejected(
             400,
             {
-                "_form": f"This form takes at most {MAX_FIELDS} fields; "
-                f"the post had {len(pairs)}."
+                "_form": gettext(
+                    "This form takes at most %(most)s fields; the post had %(count)s.",
+                    most=number(MAX_FIELDS),
+                    count=number(len(pairs)),
+                )
             },
             codes={"_form": "TOO_MANY_FIELDS"},
         )
@@ -123,15 +131,24 @@ def interpret(
             raise Rejected(
                 400,
                 {
-                    "_form": f"A field name is empty, longer than {MAX_NAME} "
-                    "characters or holds control characters."
+                    "_form": gettext(
+                        "A field name is empty, longer than %(most)s characters "
+                        "or holds control characters.",
+                        most=number(MAX_NAME),
+                    )
                 },
                 codes={"_form": "BAD_FIELD_NAME"},
             )
         if len(value) > MAX_VALUE:
             raise Rejected(
                 400,
-                {name: f"Keep {name} under {MAX_VALUE:,} characters."},
+                {
+                    name: gettext(
+                        "Keep %(field)s under %(most)s characters.",
+                        field=name,
+                        most=number(MAX_VALUE),
+                    )
+                },
                 codes={name: "TOO_LONG"},
             )
         lowered.setdefault(name.lower(), value)
@@ -160,7 +177,11 @@ def interpret(
     codes: dict[str, str] = {}
 
     def one_line(key: str, most: int) -> None:
-        malformed[key] = f"Write {key} on one line, at most {most} characters."
+        malformed[key] = gettext(
+            "Write %(field)s on one line, at most %(most)s characters.",
+            field=key,
+            most=number(most),
+        )
         codes[key] = "ONE_LINE"
 
     subject_key, subject = first(SUBJECT)
@@ -171,13 +192,13 @@ def interpret(
         one_line(name_key, MAX_NAME)
     reply_key, reply_to = first(REPLY_TO)
     if reply_to and header_text_problem(reply_to):
-        malformed[reply_key] = EMAIL_ONE_LINE
+        malformed[reply_key] = str(EMAIL_ONE_LINE)
         codes[reply_key] = "TYPE_EMAIL"
     elif reply_to:
         try:
             reply_to = reply_address(reply_to)
         except EmailNotValidError:
-            invalid[reply_key] = EMAIL_EXAMPLE
+            invalid[reply_key] = str(EMAIL_EXAMPLE)
             codes[reply_key] = "TYPE_EMAIL"
     if malformed:
         raise Rejected(400, malformed, codes=codes)
@@ -200,8 +221,9 @@ def interpret(
             raise Rejected(
                 400,
                 {
-                    recipient_key: "Unknown recipient: choose one of this form's "
-                    "recipients."
+                    recipient_key: gettext(
+                        "Unknown recipient: choose one of this form's recipients."
+                    )
                 },
                 codes={recipient_key: "UNKNOWN_RECIPIENT"},
             )
@@ -225,10 +247,12 @@ def interpret(
     ]
     for n in form.required:
         if not lowered.get(n.lower(), "").strip():
-            invalid[n] = f"Please fill in {n}: this form requires it."
+            invalid[n] = gettext(
+                "Please fill in %(field)s: this form requires it.", field=n
+            )
             codes[n] = "REQUIRED_FIELD_MISSING"
     if not any(v.strip() for _, v in shown):
-        invalid["_form"] = (
+        invalid["_form"] = gettext(
             "The form arrived empty. Please fill it in and send it again."
         )
         codes["_form"] = "EMPTY"

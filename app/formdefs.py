@@ -17,6 +17,7 @@ from typing import Any
 from config import ConfigError, parse_host, parse_origin, parse_rate_limit
 
 from .compose import header_text_problem
+from .languages import TAGS, exact_locale
 
 FORM_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 FIELD_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -28,6 +29,7 @@ KEYS = {
     "honeypot",
     "rate_limit",
     "required",
+    "language",
 }
 
 
@@ -43,10 +45,16 @@ class FormDef:
     honeypot: str = "_gotcha"
     rate_limit: tuple[tuple[int, int], ...] = ()
     required: tuple[str, ...] = ()
+    # A shipped locale id (zh_CN), or None: emails in English, pages by
+    # Accept-Language only.
+    language: str | None = None
 
-    def make_subject(self, visitor_subject: str) -> str:
-        """Apply the template (with `{subject}`) or prefix to the visitor's subject."""
-        fallback = f"New submission ({self.id})"
+    def make_subject(self, visitor_subject: str, fallback: str | None = None) -> str:
+        """Apply the template (with `{subject}`) or prefix to the visitor's subject.
+
+        `fallback` stands in for an empty subject (the caller translates it).
+        """
+        fallback = fallback or f"New submission ({self.id})"
         if "{subject}" in self.subject:
             return self.subject.replace("{subject}", visitor_subject or fallback)
         if visitor_subject:
@@ -166,6 +174,14 @@ def _parse_form(
     for name in required:
         if not _field_name(name):
             raise ConfigError(f"{where}: required: {name!r} is not a field name")
+    language = None
+    if "language" in table:
+        tag = table["language"]
+        language = exact_locale(tag) if isinstance(tag, str) else None
+        if language is None:
+            raise ConfigError(
+                f"{where}: language must be one of {', '.join(TAGS)}, not {tag!r}"
+            )
     return FormDef(
         id=form_id,
         recipients=tuple(recipients),
@@ -175,4 +191,5 @@ def _parse_form(
         honeypot=honeypot,
         rate_limit=rate_limit,
         required=tuple(required),
+        language=language,
     )

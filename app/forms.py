@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from email_validator import EmailNotValidError
 from flask import current_app
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, TimestampSigner
 from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
@@ -16,6 +18,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 from .clock import Clock
 from .compose import reply_address
 from .fieldmap import EMAIL_EXAMPLE, MAX_NAME, MAX_SUBJECT, MAX_VALUE
+from .i18n import number
 from .message import header_text_problem, normalize_newlines
 from .services import services
 
@@ -65,11 +68,23 @@ def _crlf_to_lf(value: str | None) -> str | None:
     return normalize_newlines(value) if isinstance(value, str) else value
 
 
+# header_text_problem's words (app/message.py, a leaf), for the visitor.
+PROBLEMS = {
+    "control characters or line breaks": _l("control characters or line breaks"),
+    "an encoded-word sequence (=?...?=)": _l("an encoded-word sequence (=?...?=)"),
+}
+
+
 def single_line(form: FlaskForm, field: StringField) -> None:
     """Reject text that could break out of its header (see compose)."""
     problem = field.data and header_text_problem(field.data)
     if problem:
-        raise ValidationError(f"Use a single line of plain text, without {problem}.")
+        raise ValidationError(
+            gettext(
+                "Use a single line of plain text, without %(problem)s.",
+                problem=str(PROBLEMS.get(problem, problem)),
+            )
+        )
 
 
 def no_binary(form: FlaskForm, field: TextAreaField) -> None:
@@ -77,7 +92,7 @@ def no_binary(form: FlaskForm, field: TextAreaField) -> None:
     if field.data and any(
         unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in field.data
     ):
-        raise ValidationError("The message contains control characters.")
+        raise ValidationError(gettext("The message contains control characters."))
 
 
 def email_syntax(form: FlaskForm, field: EmailField) -> None:
@@ -88,7 +103,7 @@ def email_syntax(form: FlaskForm, field: EmailField) -> None:
         field.data = reply_address(field.data)
     except EmailNotValidError:
         # The validator's own reason is written for developers.
-        raise ValidationError(EMAIL_EXAMPLE) from None
+        raise ValidationError(str(EMAIL_EXAMPLE)) from None
 
 
 class AliasField(SelectField):
@@ -96,61 +111,66 @@ class AliasField(SelectField):
 
     def pre_validate(self, form: FlaskForm) -> None:
         if self.data not in {value for value, _ in self.choices or ()}:
-            raise ValidationError("Choose one of the listed recipients.")
+            raise ValidationError(gettext("Choose one of the listed recipients."))
+
+
+class MaxLength(Length):
+    """Length(max=...) whose message shows the limit as the locale writes numbers."""
+
+    def __init__(self, limit: int, message: str) -> None:
+        # `message` is a lazy_gettext with a %(max)s placeholder.
+        super().__init__(max=limit)
+        self.text = message
+
+    def __call__(self, form: FlaskForm, field: StringField) -> None:
+        if field.data and len(field.data) > self.max:
+            raise ValidationError(str(self.text) % {"max": number(self.max)})
 
 
 class ContactForm(FlaskForm):
     """Recipient alias, optional name and email, subject and message."""
 
-    recipient = AliasField("Recipient")
+    recipient = AliasField(_l("Recipient"))
     name = StringField(
-        "Your name",
+        _l("Your name"),
         filters=[_strip],
         validators=[
             Optional(),
             single_line,
-            Length(
-                max=NAME_MAX, message=f"Keep your name under {NAME_MAX} characters."
-            ),
+            MaxLength(NAME_MAX, _l("Keep your name under %(max)s characters.")),
         ],
     )
     email = EmailField(
-        "Your email",
+        _l("Your email"),
         filters=[_strip],
         validators=[
             Optional(),
             single_line,
-            Length(max=EMAIL_MAX, message="That email address is too long."),
+            Length(max=EMAIL_MAX, message=_l("That email address is too long.")),
             email_syntax,
         ],
     )
     subject = StringField(
-        "Subject",
+        _l("Subject"),
         filters=[_strip],
         validators=[
-            DataRequired("Enter a subject."),
+            DataRequired(_l("Enter a subject.")),
             single_line,
-            Length(
-                max=SUBJECT_MAX,
-                message=f"Keep the subject under {SUBJECT_MAX} characters.",
-            ),
+            MaxLength(SUBJECT_MAX, _l("Keep the subject under %(max)s characters.")),
         ],
     )
     message = TextAreaField(
-        "Message",
+        _l("Message"),
         filters=[_crlf_to_lf],
         validators=[
-            DataRequired("Enter a message."),
+            DataRequired(_l("Enter a message.")),
             no_binary,
-            Length(
-                max=MESSAGE_MAX,
-                message=f"Keep the message under {MESSAGE_MAX:,} characters.",
-            ),
+            MaxLength(MESSAGE_MAX, _l("Keep the message under %(max)s characters.")),
         ],
     )
 
     # Hidden from people by CSS; bots that fill every field fill this one.
-    website = StringField("Leave this field empty")
+    website = StringField(_l("Leave this field empty"))
     # One per rendered form, signed with the render time: posting the same
     # page twice (double click, reload, back-and-resubmit) maps to one ledger
     # row through it, and it tells how long the visitor took to fill the form.

@@ -13,6 +13,8 @@ import logging
 
 from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale, gettext, ngettext
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -21,13 +23,14 @@ from .answers import error_page, http_message, refusal, render_form
 from .api import ApiError
 from .errors import Rejected, StorageError
 from .forms import hosted_form
+from .languages import DEFAULT_LOCALE
 from .ledger import LimitExceeded
 from .services import services
 
 log = logging.getLogger("formpost.errors")
 
-SEND_FAILED = "Sorry, your message could not be sent right now. Please try again."
-CSRF_EXPIRED = (
+SEND_FAILED = _l("Sorry, your message could not be sent right now. Please try again.")
+CSRF_EXPIRED = _l(
     "This form has expired or was opened in another browser session. "
     "Your text is still here: please send it again."
 )
@@ -57,18 +60,35 @@ def limit_message(exc: LimitExceeded) -> str:
     """Explain a refused submission to a person."""
     wait = _duration(exc.retry_after)
     if exc.reason == "backlog":
-        return "We are receiving too many messages right now. Please try again soon."
+        return gettext(
+            "We are receiving too many messages right now. Please try again soon."
+        )
     if exc.reason == "quota":
-        return f"This recipient cannot take more messages today. Try again in {wait}."
-    return f"Too many messages from your address. Please try again in {wait}."
+        return gettext(
+            "This recipient cannot take more messages today. Try again in %(wait)s.",
+            wait=wait,
+        )
+    return gettext(
+        "Too many messages from your address. Please try again in %(wait)s.",
+        wait=wait,
+    )
 
 
 def _duration(seconds: int) -> str:
     if seconds < 90:
-        return f"{seconds} seconds"
+        return ngettext("%(num)d second", "%(num)d seconds", seconds)
     if seconds < 5400:
-        return f"{round(seconds / 60)} minutes"
-    return f"{round(seconds / 3600)} hours"
+        minutes = round(seconds / 60)
+        return ngettext("%(num)d minute", "%(num)d minutes", minutes)
+    hours = round(seconds / 3600)
+    return ngettext("%(num)d hour", "%(num)d hours", hours)
+
+
+def _description(exc: HTTPException) -> str:
+    """Werkzeug's own explanation, which is English only: other languages get ours."""
+    if exc.description and str(get_locale()) == DEFAULT_LOCALE:
+        return exc.description
+    return gettext("Something went wrong.")
 
 
 def _hosted_form_post() -> bool:
@@ -153,8 +173,8 @@ def init_app(app: Flask) -> None:
         if _hosted_form_post():
             form = hosted_form()
             form.validate()  # re-attach normalised values; the input was valid
-            return render_form(form, 503, notice=SEND_FAILED)
-        return refusal(503, {"_form": SEND_FAILED})
+            return render_form(form, 503, notice=str(SEND_FAILED))
+        return refusal(503, {"_form": str(SEND_FAILED)})
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
@@ -162,7 +182,7 @@ def init_app(app: Flask) -> None:
         _count("csrf")
         if _hosted_form_post():
             # A fresh form carries a fresh token; the visitor's text is kept.
-            return render_form(hosted_form(), 400, notice=CSRF_EXPIRED)
+            return render_form(hosted_form(), 400, notice=str(CSRF_EXPIRED))
         return error_page(exc.code or 400, exc.name)
 
     @app.errorhandler(HTTPException)
@@ -178,7 +198,7 @@ def init_app(app: Flask) -> None:
             return api_error(code, name, exc.description or name, headers=extra)
         if request.method == "POST" and code in REJECTION_REASONS:
             _count(REJECTION_REASONS[code])
-        message = http_message(code) or exc.description or "Something went wrong."
+        message = http_message(code) or _description(exc)
         if _endpoint() or request.path.startswith("/f/"):
             return refusal(code, {"_form": message})
         return error_page(code, exc.name, message)

@@ -14,11 +14,13 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext, ngettext
 
 from . import metrics
 from .accept import Post, accept, decoy
 from .answers import render_form
 from .forms import form_token_age, hosted_form, new_form_token
+from .i18n import lang_arg
 from .origin import client_ip, request_origin
 from .services import services
 
@@ -28,10 +30,12 @@ bp = Blueprint("hosted", __name__)
 def too_fast(wait: float) -> str:
     """Tell a visitor who sent faster than MIN_FILL_SECONDS how long to wait."""
     seconds = max(1, math.ceil(wait))
-    unit = "second" if seconds == 1 else "seconds"
-    return (
-        "That was quick! Please check your message, wait "
-        f"{seconds} more {unit}, then send it again."
+    return ngettext(
+        "That was quick! Please check your message, wait %(num)d more second, "
+        "then send it again.",
+        "That was quick! Please check your message, wait %(num)d more seconds, "
+        "then send it again.",
+        seconds,
     )
 
 
@@ -54,10 +58,12 @@ def submit() -> ResponseReturnValue:
     if form.website.data:
         # The honeypot: answered like success, nothing stored.
         session["receipt"] = decoy("hosted", "honeypot")
-        return redirect(url_for(".thanks"), code=303)
+        return redirect(url_for(".thanks", lang=lang_arg()), code=303)
     if not form.validate():
         metrics.submission("hosted", "rejected", "invalid")
-        return render_form(form, 400, notice="Please correct the highlighted fields.")
+        return render_form(
+            form, 400, notice=gettext("Please correct the highlighted fields.")
+        )
     age = form_token_age(cfg["SECRET_KEY"], form.form_token.data, svc.clock)
     if age is None:
         form.form_token.data = new_form_token(cfg["SECRET_KEY"], svc.clock)
@@ -86,7 +92,7 @@ def submit() -> ResponseReturnValue:
             user_agent=request.headers.get("User-Agent"),
         ),
     )
-    return redirect(url_for(".thanks"), code=303)
+    return redirect(url_for(".thanks", lang=lang_arg()), code=303)
 
 
 @bp.get("/thanks")

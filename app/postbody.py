@@ -17,6 +17,7 @@ import json
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
+from flask_babel import gettext
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import (
     Data,
@@ -30,6 +31,7 @@ from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_input_stream
 
 from .errors import Rejected
+from .i18n import number
 
 # Parsing stops here; interpret() then refuses anything over its own limit
 # (50 fields) with a clearer message.
@@ -46,9 +48,10 @@ DRAIN_LIMIT = 4 * 1024 * 1024
 
 def too_large_message(limit: int) -> str:
     """Say what was too large: the whole post, and the limit in kB."""
-    return (
-        f"The whole post is larger than {limit // 1024:,} kB, the most this "
-        "form accepts. Please shorten your message and send it again."
+    return gettext(
+        "The whole post is larger than %(kb)s kB, the most this form accepts. "
+        "Please shorten your message and send it again.",
+        kb=number(limit // 1024),
     )
 
 
@@ -63,8 +66,10 @@ def read_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
     raise Rejected(
         415,
         {
-            "_form": "Send the form as application/x-www-form-urlencoded, "
-            "multipart/form-data or application/json."
+            "_form": gettext(
+                "Send the form as application/x-www-form-urlencoded, "
+                "multipart/form-data or application/json."
+            )
         },
         codes={"_form": "UNSUPPORTED_CONTENT_TYPE"},
     )
@@ -112,8 +117,10 @@ def _text(raw: bytes) -> str:
 
 def _not_utf8() -> Rejected:
     return _malformed(
-        "The form was not sent as UTF-8 text. Please send it again from a "
-        "current browser, or encode it as UTF-8.",
+        gettext(
+            "The form was not sent as UTF-8 text. Please send it again from a "
+            "current browser, or encode it as UTF-8."
+        ),
         "INVALID_UTF8",
     )
 
@@ -125,8 +132,10 @@ def _no_surrogates(text: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise _malformed(
-            "The JSON contains an invalid character escape (a lone UTF-16 "
-            "surrogate such as \\ud800). Send text as UTF-8.",
+            gettext(
+                "The JSON contains an invalid character escape (a lone UTF-16 "
+                "surrogate such as \\ud800). Send text as UTF-8."
+            ),
             "INVALID_CHARACTER",
         ) from None
     return text
@@ -134,8 +143,10 @@ def _no_surrogates(text: str) -> str:
 
 def _too_deep() -> Rejected:
     return _malformed(
-        "The JSON is nested too deeply. Send one object of field names and "
-        "text values.",
+        gettext(
+            "The JSON is nested too deeply. Send one object of field names and "
+            "text values."
+        ),
         "TOO_DEEP",
     )
 
@@ -163,14 +174,16 @@ def _json_pairs(body: bytes) -> list[tuple[str, str]]:
         raise _too_deep() from None
     except ValueError:
         raise _malformed(
-            "The body is not valid JSON. Send one object of field names and "
-            "text values.",
+            gettext(
+                "The body is not valid JSON. Send one object of field names and "
+                "text values."
+            ),
             "INVALID_JSON",
         ) from None
     if _deeper_than(data, MAX_DEPTH):
         raise _too_deep()
     if not isinstance(data, dict):
-        raise _malformed("Send a JSON object of field names.", "NOT_AN_OBJECT")
+        raise _malformed(gettext("Send a JSON object of field names."), "NOT_AN_OBJECT")
     return [(_no_surrogates(k), _json_value(k, v)) for k, v in data.items()]
 
 
@@ -187,7 +200,12 @@ def _json_value(name: str, value: Any) -> str:
         return _no_surrogates(", ".join(str(v) for v in value))
     raise Rejected(
         422,
-        {name: f"Send {name} as text, a number, true/false or a list of text."},
+        {
+            name: gettext(
+                "Send %(field)s as text, a number, true/false or a list of text.",
+                field=name,
+            )
+        },
         codes={name: "TYPE_TEXT"},
     )
 
@@ -209,15 +227,20 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
 
 
 def _too_many() -> Rejected:
-    return _malformed(f"Too many fields (more than {MAX_PARTS}).", "TOO_MANY_FIELDS")
+    return _malformed(
+        gettext("Too many fields (more than %(most)s).", most=number(MAX_PARTS)),
+        "TOO_MANY_FIELDS",
+    )
 
 
 def _files_refused(name: str) -> Rejected:
     return Rejected(
         415,
         {
-            name or "_form": "Files are not accepted by this form. Remove the "
-            "file and send the form again."
+            name or "_form": gettext(
+                "Files are not accepted by this form. Remove the "
+                "file and send the form again."
+            )
         },
         codes={name or "_form": "FILES_NOT_ACCEPTED"},
     )
@@ -227,8 +250,10 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
     boundary = request.mimetype_params.get("boundary", "").encode("latin-1")
     if not boundary:
         raise _malformed(
-            "The multipart body has no boundary; let the browser set the "
-            "Content-Type of a FormData post.",
+            gettext(
+                "The multipart body has no boundary; let the browser set the "
+                "Content-Type of a FormData post."
+            ),
             "MALFORMED_MULTIPART",
         )
     stream = _stream(request)
@@ -271,7 +296,8 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
     except ValueError:
         # werkzeug's decoder: a truncated or malformed body.
         raise _malformed(
-            "The multipart body is malformed or cut short.", "MALFORMED_MULTIPART"
+            gettext("The multipart body is malformed or cut short."),
+            "MALFORMED_MULTIPART",
         ) from None
 
 

@@ -1,0 +1,88 @@
+"""Which language a page, a JSON answer or an email is written in (Flask-Babel).
+
+The locale is chosen per request, first match wins:
+
+1. `?lang=` on the visitor's pages (the hosted form and /f/<form>); the
+   hosted form keeps it across the post in its action URL;
+2. Accept-Language, among the shipped languages (app/languages.py);
+3. the form's `language` from FORMS_FILE (for /f/<form>);
+4. English.
+
+The console follows the owner's Accept-Language only. An email's labels
+follow the form (`mail_locale`), never the visitor. Log lines and CLI
+output stay English: they are read by the operator and by tools.
+"""
+
+from __future__ import annotations
+
+from babel.numbers import format_decimal
+from flask import Flask, has_request_context, request
+from flask_babel import Babel, get_locale
+
+from .languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
+
+VISITOR_BLUEPRINTS = ("hosted", "endpoint")
+
+
+def init_app(app: Flask) -> None:
+    """Set up Flask-Babel (app.extensions["babel"]) and the template helpers."""
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
+    # Relative to the app package: app/translations/<locale>/LC_MESSAGES/.
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
+    Babel(app, locale_selector=select_locale)
+
+    @app.context_processor
+    def _language() -> dict[str, object]:
+        return {"html_lang": page_lang, "lang_arg": lang_arg}
+
+
+def select_locale() -> str:
+    """Choose the locale for this request (the order is in the module docstring)."""
+    if not has_request_context():
+        return DEFAULT_LOCALE
+    if request.blueprint in VISITOR_BLUEPRINTS:
+        chosen = _lang_locale()
+        if chosen:
+            return chosen
+    for tag, _quality in request.accept_languages:
+        found = match_locale(tag)
+        if found is not None:
+            return found
+    if request.blueprint == "endpoint":
+        # Imported here: services imports formdefs, which the forms' and
+        # fieldmap's messages (importing this module) sit beside.
+        from .services import services
+
+        form = services().forms.get((request.view_args or {}).get("form_id", ""))
+        if form is not None and form.language:
+            return form.language
+    return DEFAULT_LOCALE
+
+
+def _lang_locale() -> str | None:
+    """The shipped locale `?lang=` names on this request, or None (ignored if bad)."""
+    value = request.args.get("lang", "")
+    if not value or len(value) > 35:
+        return None
+    return match_locale(value)
+
+
+def lang_arg() -> str | None:
+    """`?lang=` to carry on to the next page (zh-CN), or None when not chosen."""
+    locale = _lang_locale()
+    return None if locale is None else html_tag(locale)
+
+
+def page_lang() -> str:
+    """The `<html lang>` value for this page: en, zh-CN."""
+    return html_tag(str(get_locale() or DEFAULT_LOCALE))
+
+
+def mail_locale(language: str | None) -> str:
+    """The locale an email's labels are written in: the form's, else English."""
+    return language if language in LANGUAGES else DEFAULT_LOCALE
+
+
+def number(value: float) -> str:
+    """Write a number as this request's locale does (English outside one)."""
+    return format_decimal(value, locale=get_locale() or DEFAULT_LOCALE)

@@ -1,0 +1,385 @@
+"""i18n: which language each page, JSON answer and email is in, and the catalogues.
+
+The matrix runs through the real factory and the real catalogues; emails go
+through the real relay and are parsed back as a receiver would.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import Flask
+
+from app.languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
+
+from .helpers import CSRF_RE, FORM_TOKEN_RE
+from .relay import Relay
+
+ROOT = Path(__file__).resolve().parent.parent
+TRANSLATIONS = ROOT / "app" / "translations"
+# Every shipped language but the source one has a catalogue.
+TRANSLATED = [locale for locale in LANGUAGES if locale != DEFAULT_LOCALE]
+SITE = "https://www.example.com"
+
+# A few words of each page, per language: enough to tell them apart.
+HEADING = {"en": "Send us a message", "zh_Hans_CN": "给我们留言"}
+
+
+def html_lang(page: str) -> str:
+    start = page.index('<html lang="') + len('<html lang="')
+    return page[start : page.index('"', start)]
+
+
+@pytest.fixture
+def forms_app(make_app, relay: Relay, tmp_path) -> Flask:
+    """An app with a Chinese form, an English one and one that sets nothing."""
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        f"""
+[forms.zh]
+recipients = ["sales"]
+allowed_origins = ["{SITE}"]
+language = "zh-CN"
+
+[forms.en]
+recipients = ["sales"]
+allowed_origins = ["{SITE}"]
+language = "en"
+
+[forms.plain]
+recipients = ["sales"]
+allowed_origins = ["{SITE}"]
+""",
+        encoding="utf-8",
+    )
+    return make_app(relay.env(FORMS_FILE=str(forms), ALLOWED_ORIGINS=SITE))
+
+
+# -- tags -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "locale"),
+    [
+        ("en", "en"),
+        ("EN-gb", "en"),
+        ("zh-CN", "zh_Hans_CN"),
+        ("zh_cn", "zh_Hans_CN"),
+        ("zh-Hans-CN", "zh_Hans_CN"),
+        ("zh", "zh_Hans_CN"),
+        ("zh-TW", "zh_Hans_CN"),
+        ("fr", None),
+        ("*", None),
+        ("", None),
+        ("-", None),
+    ],
+)
+def test_match_locale(tag, locale):
+    assert match_locale(tag) == locale
+
+
+def test_every_shipped_language_has_a_tag():
+    assert html_tag("zh_Hans_CN") == "zh-CN"
+    assert html_tag("en") == "en"
+
+
+# -- the hosted form: ?lang= > Accept-Language > English ------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "expected"),
+    [
+        ("", None, "en"),
+        ("", "zh-CN,zh;q=0.9,en;q=0.8", "zh_Hans_CN"),
+        ("", "zh", "zh_Hans_CN"),
+        ("", "zh-TW", "zh_Hans_CN"),
+        ("", "en-US,en;q=0.9", "en"),
+        ("", "fr-FR,zh;q=0.5", "zh_Hans_CN"),
+        ("", "fr-FR,de;q=0.5", "en"),
+        ("", "en;q=0.2,zh-CN;q=0.9", "zh_Hans_CN"),
+        ("", "*", "en"),
+        ("", ";;;,=,q=x", "en"),
+        ("?lang=zh-CN", None, "zh_Hans_CN"),
+        ("?lang=zh-CN", "en-US", "zh_Hans_CN"),
+        ("?lang=en", "zh-CN", "en"),
+        ("?lang=klingon", "zh-CN", "zh_Hans_CN"),
+        ("?lang=klingon", None, "en"),
+        ("?lang=" + "x" * 200, None, "en"),
+        ("?lang=", "zh-CN", "zh_Hans_CN"),
+    ],
+)
+def test_hosted_form_language(client, query, accept, expected):
+    headers = {"Accept-Language": accept} if accept is not None else {}
+    response = client.get("/" + query, headers=headers)
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert html_lang(page) == html_tag(expected)
+    assert HEADING[expected] in page
+    for other, heading in HEADING.items():
+        if other != expected:
+            assert heading not in page
+
+
+def test_lang_is_kept_across_the_post(client, relay):
+    page = client.get("/?lang=zh-CN").get_data(as_text=True)
+    assert 'action="/?lang=zh-CN"' in page
+    data = {
+        "recipient": "sales",
+        "subject": "",
+        "message": "你好",
+        "csrf_token": CSRF_RE.search(page).group(1),
+        "form_token": FORM_TOKEN_RE.search(page).group(1),
+    }
+    # The browser posts to the action: the refusal comes back in Chinese.
+    refused = client.post("/?lang=zh-CN", data=data)
+    assert refused.status_code == 400
+    text = refused.get_data(as_text=True)
+    assert "请填写主题。" in text
+    assert "请更正标出的字段。" in text
+    assert html_lang(text) == "zh-CN"
+
+    data["subject"] = "咨询"
+    sent = client.post("/?lang=zh-CN", data=data)
+    assert sent.status_code == 303
+    assert sent.headers["Location"].endswith("/thanks?lang=zh-CN")
+    thanks = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "您的留言已收到" in thanks
+    assert 'href="/?lang=zh-CN"' in thanks
+
+
+def test_english_without_any_choice_says_nothing_about_lang(client):
+    page = client.get("/").get_data(as_text=True)
+    assert 'action="/"' in page
+    assert "lang=" not in page.replace('<html lang="en">', "")
+
+
+def test_validation_numbers_follow_the_locale(client):
+    page = client.get("/?lang=zh-CN").get_data(as_text=True)
+    response = client.post(
+        "/?lang=zh-CN",
+        data={
+            "recipient": "sales",
+            "subject": "主题",
+            "message": "m" * 20_001,
+            "csrf_token": CSRF_RE.search(page).group(1),
+            "form_token": FORM_TOKEN_RE.search(page).group(1),
+        },
+    )
+    assert response.status_code == 400
+    assert "留言不能超过 20,000 个字符。" in response.get_data(as_text=True)
+
+
+# -- /f/<form>: ?lang= > Accept-Language > the form's language > English ------
+
+
+@pytest.mark.parametrize(
+    ("form", "query", "accept", "expected"),
+    [
+        ("zh", "", None, "zh_Hans_CN"),
+        ("zh", "", "fr", "zh_Hans_CN"),
+        ("zh", "", "en-US", "en"),
+        ("zh", "?lang=en", "zh-CN", "en"),
+        ("en", "", None, "en"),
+        ("en", "", "zh-CN", "zh_Hans_CN"),
+        ("en", "?lang=zh-CN", None, "zh_Hans_CN"),
+        ("plain", "", None, "en"),
+        ("plain", "", "zh", "zh_Hans_CN"),
+        ("plain", "?lang=bogus", "bogus", "en"),
+    ],
+)
+def test_endpoint_json_messages(forms_app, form, query, accept, expected):
+    headers = {"Origin": SITE}
+    if accept is not None:
+        headers["Accept-Language"] = accept
+    response = forms_app.test_client().post(
+        f"/f/{form}{query}", json={}, headers=headers
+    )
+    assert response.status_code == 422
+    body = response.get_json()
+    empty = {
+        "en": "The form arrived empty. Please fill it in and send it again.",
+        "zh_Hans_CN": "收到的表单是空的。请填写后重新提交。",
+    }
+    assert body["message"] == empty[expected]
+    # The machine-readable code stays English, whatever the language.
+    assert body["errors"] == [
+        {"field": None, "code": "EMPTY", "message": empty[expected]}
+    ]
+
+
+def test_endpoint_success_message_in_chinese(forms_app):
+    response = forms_app.test_client().post(
+        "/f/zh", json={"message": "你好"}, headers={"Origin": SITE}
+    )
+    assert response.status_code == 200
+    assert response.get_json()["message"] == "谢谢！我们已收到您的留言。"
+
+
+def test_endpoint_refusals_in_chinese(forms_app):
+    client = forms_app.test_client()
+    chinese = {"Accept-Language": "zh-CN", "Accept": "application/json"}
+    wrong_site = client.post(
+        "/f/plain",
+        json={"message": "x"},
+        headers={**chinese, "Origin": "https://evil.test"},
+    )
+    assert wrong_site.get_json()["message"] == "此网站无权向该表单提交。"
+    assert wrong_site.get_json()["errors"][0]["code"] == "ORIGIN_NOT_ALLOWED"
+    missing = client.post("/f/nothing", json={}, headers={**chinese, "Origin": SITE})
+    assert missing.status_code == 404
+    assert missing.get_json()["message"] == "此地址没有对应的表单。"
+    bad_json = client.post(
+        "/f/plain",
+        data=b"{not json",
+        headers={**chinese, "Origin": SITE, "Content-Type": "application/json"},
+    )
+    assert bad_json.status_code == 400
+    assert "不是有效的 JSON" in bad_json.get_json()["message"]
+
+
+def test_endpoint_pages_in_chinese(forms_app):
+    client = forms_app.test_client()
+    refused = client.post("/f/zh", data={"x": ""}, headers={"Origin": SITE})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422
+    assert html_lang(page) == "zh-CN"
+    assert "请检查表单" in page
+    assert "返回表单" in page
+    sent = client.post("/f/zh", data={"message": "你好"}, headers={"Origin": SITE})
+    assert sent.status_code == 303
+    thanks = client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "您的留言已收到" in thanks
+    assert html_lang(thanks) == "zh-CN"
+
+
+def test_error_page_in_chinese(client):
+    response = client.get("/no-such-page", headers={"Accept-Language": "zh-CN"})
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert html_lang(page) == "zh-CN"
+    assert "页面不存在" in page
+    assert "此地址没有对应的页面。" in page
+
+
+# -- FORMS_FILE: language is parsed strictly -------------------------------------
+
+
+@pytest.mark.parametrize("value", ['"fr"', '"zh-XX"', "3", '""', '["zh-CN"]'])
+def test_unknown_form_language_is_refused(make_app, relay, tmp_path, value):
+    from config import ConfigError
+
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        f'[forms.contact]\nrecipients = ["sales"]\nlanguage = {value}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_app(relay.env(FORMS_FILE=str(forms)))
+    message = str(caught.value)
+    assert "'contact'" in message
+    assert "language" in message
+    assert "zh-CN" in message
+
+
+# -- the catalogues -----------------------------------------------------------------
+
+
+def _catalogue(locale: str):
+    path = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
+    with path.open("rb") as fh:
+        return read_po(fh, locale=locale)
+
+
+def _extracted(tmp_path: Path) -> set[str]:
+    """Extract the msgids from the sources, as `make messages` does."""
+    pot = tmp_path / "messages.pot"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "babel.messages.frontend",
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "_l",
+            "-k",
+            "lazy_gettext",
+            "--no-location",
+            "-o",
+            str(pot),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    with pot.open("rb") as fh:
+        return {_msgid(m) for m in read_po(fh) if m.id}
+
+
+def _msgid(message) -> str:
+    return message.id[0] if isinstance(message.id, tuple) else message.id
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_catalogue_translates_every_string(locale):
+    """Fail naming every msgid with no translation, or only a fuzzy one."""
+    untranslated = []
+    for message in _catalogue(locale):
+        if not message.id:
+            continue
+        strings = (
+            message.string if isinstance(message.string, tuple) else (message.string,)
+        )
+        if message.fuzzy or not all(strings):
+            untranslated.append(_msgid(message))
+    assert not untranslated, (
+        f"{len(untranslated)} string(s) not translated (or fuzzy) in {locale}; "
+        "translate them in app/translations/"
+        f"{locale}/LC_MESSAGES/messages.po:\n  " + "\n  ".join(untranslated)
+    )
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_catalogue_placeholders_match(locale):
+    problems = [
+        f"{_msgid(message)!r}: {error}"
+        for message, errors in _catalogue(locale).check()
+        for error in errors
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_catalogue_is_up_to_date_with_the_sources(locale, tmp_path):
+    """The .po holds exactly the strings in the sources: run `make messages`."""
+    extracted = _extracted(tmp_path)
+    catalogued = {_msgid(m) for m in _catalogue(locale) if m.id}
+    new = sorted(extracted - catalogued)
+    gone = sorted(catalogued - extracted)
+    assert not new and not gone, (
+        f"app/translations/{locale} is out of date with the sources; run "
+        "`make messages`, then translate.\n"
+        "In the sources, not in the catalogue:\n  "
+        + "\n  ".join(new or ["(none)"])
+        + "\nIn the catalogue, no longer in the sources:\n  "
+        + "\n  ".join(gone or ["(none)"])
+    )
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_compiled_catalogue_matches_the_po(locale):
+    """The committed .mo is the .po compiled: run `make translations`."""
+    compiled = io.BytesIO()
+    write_mo(compiled, _catalogue(locale))
+    mo = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.mo"
+    assert mo.read_bytes() == compiled.getvalue(), (
+        f"{mo} is stale: run `make translations`"
+    )
