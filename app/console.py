@@ -25,6 +25,7 @@ from email import message_from_bytes, policy
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from babel.dates import format_skeleton
 from flask import (
     Blueprint,
     Flask,
@@ -39,6 +40,8 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale, gettext, ngettext, pgettext
+from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_required, login_user
 from flask_login import logout_user as end_session
 from flask_wtf import FlaskForm
@@ -50,6 +53,8 @@ from wtforms.validators import DataRequired, Length
 from . import dashboard, export, snippets
 from .doctor import Doctor, Report
 from .fieldmap import HONEYPOTS
+from .i18n import number
+from .languages import DEFAULT_LOCALE, LANGUAGES
 from .ledger import STATES, BadCursor, Filters, submissions
 from .ledger.content import read_message
 from .ledger.driver import reading
@@ -75,17 +80,30 @@ _doctor_lock = threading.Lock()
 _doctor_runs: dict[int, _DoctorRun] = {}
 bp = Blueprint("console", __name__, url_prefix="/admin")
 log = logging.getLogger("formpost.console")
-WRONG = "Wrong email or password."
+WRONG = _l("Wrong email or password.")
+# The ledger's states (and "erased"), as the console shows them.
+STATE_NAMES = {
+    "pending": _l("pending"),
+    "sending": _l("sending"),
+    "sent": _l("sent"),
+    "failed": _l("failed"),
+    "spam": _l("spam"),
+    "dropped": _l("dropped"),
+    "deleted": _l("deleted"),
+    "erased": _l("erased"),
+}
+# Each shipped language in its own words, for the forms page.
+LANGUAGE_NAMES = {"en": "English", "zh_Hans_CN": "简体中文"}
 SEEN = "console_seen"
 
 
 class LoginForm(FlaskForm):
     """Email and password; one generic error for either being wrong."""
 
-    email = EmailField("Email", validators=[DataRequired("Enter your email.")])
+    email = EmailField(_l("Email"), validators=[DataRequired(_l("Enter your email."))])
     password = PasswordField(
-        "Password",
-        validators=[DataRequired("Enter your password."), Length(max=1024)],
+        _l("Password"),
+        validators=[DataRequired(_l("Enter your password.")), Length(max=1024)],
     )
 
 
@@ -93,7 +111,9 @@ def init_app(app: Flask) -> None:
     """Register the console and Flask-Login's session handling."""
     manager = LoginManager()
     manager.login_view = "console.login"
-    manager.login_message = "Please log in to see the console."
+    manager.login_message = _l("Please log in to see the console.")
+    # Flashed into the session, which stores plain text: made one per request.
+    manager.localize_callback = str
     # "strong" drops the session when the client's address or browser
     # changes; with fingerprints of IP and User-Agent that owners on mobile
     # networks would trip, "basic" plus the idle timeout is the usual choice.
@@ -101,6 +121,10 @@ def init_app(app: Flask) -> None:
     manager.user_loader(_load_owner)
     manager.init_app(app)
     app.register_blueprint(bp)
+
+    @app.context_processor
+    def _names() -> dict[str, Any]:
+        return {"state_name": state_name, "language_name": language_name}
 
 
 def _load_owner(user_id: str) -> Owner | None:
@@ -118,7 +142,11 @@ def _console_is_on() -> ResponseReturnValue | None:
     if isinstance(seen, int | float) and now - seen > _idle_timeout():
         end_session()
         session.pop(SEEN, None)
-        flash("Your session ended after a while without use. Please log in again.")
+        flash(
+            gettext(
+                "Your session ended after a while without use. Please log in again."
+            )
+        )
         return redirect(url_for(".login", next=request.full_path.rstrip("?")))
     session[SEEN] = now
     return None
@@ -132,8 +160,22 @@ def _no_store(response: Response) -> Response:
 
 @bp.app_template_filter("isotime")
 def isotime(epoch: float) -> str:
-    """Format a ledger time (seconds since the epoch) as UTC, to the minute."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """Format a ledger time (seconds since the epoch) as UTC, to the minute.
+
+    English keeps the ISO form (2026-12-31 14:05 UTC), which sorts and
+    matches the exports; other languages get Babel's date in their words.
+    """
+    moment = datetime.fromtimestamp(epoch, UTC)
+    locale = get_locale()
+    if locale is None or str(locale) == DEFAULT_LOCALE:
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return format_skeleton("yMMMdHm", moment, tzinfo=UTC, locale=locale) + " UTC"
+
+
+@bp.app_template_filter("number")
+def number_filter(value: float) -> str:
+    """Write a count as the page's language does (20,000)."""
+    return number(value)
 
 
 @bp.app_template_filter("duration")
@@ -141,13 +183,26 @@ def duration(seconds: float) -> str:
     """Say how long, roughly: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
     seconds = max(0, int(seconds))
     if seconds < 60:
-        return f"{seconds} s"
+        return gettext("%(s)s s", s=seconds)
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
     if seconds < 3600:
-        return f"{minutes} min"
+        return gettext("%(min)s min", min=minutes)
     if seconds < 86400:
-        return f"{hours} h {minutes % 60} min"
-    return f"{days} d {hours % 24} h"
+        return gettext("%(h)s h %(min)s min", h=hours, min=minutes % 60)
+    return gettext("%(d)s d %(h)s h", d=days, h=hours % 24)
+
+
+def state_name(state: str) -> str:
+    """A ledger state in the page's language."""
+    name = STATE_NAMES.get(state)
+    return state if name is None else str(name)
+
+
+def language_name(locale: str | None) -> str:
+    """Name a form's language, or say that the visitor's browser decides."""
+    if locale is None:
+        return gettext("the visitor's (emails in English)")
+    return LANGUAGE_NAMES.get(locale, LANGUAGES.get(locale, locale))
 
 
 def _idle_timeout() -> float:
@@ -167,9 +222,10 @@ def login() -> ResponseReturnValue:
     if wait is not None:
         log.warning("log-in attempts throttled from %s", client_ip())
         minutes = max(1, math.ceil(wait / 60))
-        error = (
-            "Too many log-in attempts. Please try again in "
-            f"{minutes} minute{'s' if minutes != 1 else ''}."
+        error = ngettext(
+            "Too many log-in attempts. Please try again in %(num)d minute.",
+            "Too many log-in attempts. Please try again in %(num)d minutes.",
+            minutes,
         )
         form.password.data = ""
         page = render_template("console/login.html", form=form, error=error)
@@ -178,7 +234,7 @@ def login() -> ResponseReturnValue:
     if owner is None:
         log.info("failed log-in from %s", client_ip())
         form.password.data = ""
-        return render_template("console/login.html", form=form, error=WRONG), 401
+        return render_template("console/login.html", form=form, error=str(WRONG)), 401
     session.clear()  # a new session for the owner: nothing carried over
     login_user(owner)
     session[SEEN] = services().clock.now()
@@ -241,9 +297,13 @@ def _day(text: str, name: str) -> float | None:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise FilterError(f"{name} must be a date like 2026-12-31.") from None
+        raise FilterError(
+            gettext("%(field)s must be a date like 2026-12-31.", field=name)
+        ) from None
     if len(text) != 10:
-        raise FilterError(f"{name} must be a date like 2026-12-31.")
+        raise FilterError(
+            gettext("%(field)s must be a date like 2026-12-31.", field=name)
+        )
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
@@ -255,21 +315,26 @@ def read_filters(args: Any) -> InboxQuery:
     start, end = args.get("from", "").strip(), args.get("to", "").strip()
     errors = []
     if len(form) > 64:
-        errors.append("Form: no form has a name that long.")
+        errors.append(gettext("Form: no form has a name that long."))
     if state and state not in STATES:
-        errors.append(f"State must be one of {', '.join(STATES)}.")
+        errors.append(
+            gettext(
+                "State must be one of %(states)s.",
+                states=", ".join(state_name(name) for name in STATES),
+            )
+        )
     since = until = None
     try:
-        since = _day(start, "From")
+        since = _day(start, pgettext("date filter", "From"))
     except FilterError as exc:
         errors.append(str(exc))
     try:
-        last = _day(end, "To")
+        last = _day(end, pgettext("date filter", "To"))
         until = None if last is None else last + 86400
     except FilterError as exc:
         errors.append(str(exc))
     if since is not None and until is not None and since >= until:
-        errors.append("From must be on or before To.")
+        errors.append(gettext("From must be on or before To."))
     query = InboxQuery(
         q, form, state, start, end, Filters(q or None, form or None, state or None)
     )
@@ -303,7 +368,7 @@ def _form_choices(current: str) -> list[str]:
 class ActionForm(FlaskForm):
     """An action on submissions: its CSRF token and the confirming checkbox."""
 
-    confirm = BooleanField("Yes, I am sure")
+    confirm = BooleanField(_l("Yes, I am sure"))
 
 
 @bp.get("/")
@@ -354,9 +419,11 @@ def _inbox_page(query: InboxQuery, **values: Any) -> str:
 def _stale_link() -> str:
     return render_template(
         "console/message.html",
-        title="This link is stale",
-        message="The page link was not one the inbox made, or it is out of date. "
-        "Start again from the inbox.",
+        title=gettext("This link is stale"),
+        message=gettext(
+            "The page link was not one the inbox made, or it is out of date. "
+            "Start again from the inbox."
+        ),
     )
 
 
@@ -420,7 +487,7 @@ def retry_one(receipt: str) -> ResponseReturnValue:
     _confirmed_action()
     done = services().ledger.retry_now([receipt])
     _log_action("retried", done)
-    flash(_said(done, "queued to retry") if done else "Nothing to retry.")
+    flash(_retried(done) if done else gettext("Nothing to retry."))
     return redirect(url_for(".submission", receipt=receipt))
 
 
@@ -429,11 +496,11 @@ def retry_one(receipt: str) -> ResponseReturnValue:
 def delete_one(receipt: str) -> ResponseReturnValue:
     """Erase one submission to a tombstone, once the owner confirmed."""
     if not _confirmed_action():
-        flash("Tick the box to confirm the deletion.")
+        flash(gettext("Tick the box to confirm the deletion."))
         return redirect(url_for(".submission", receipt=receipt, confirm="delete"))
     done = services().ledger.erase([receipt])
     _log_action("deleted", done)
-    flash(_said(done, "deleted") if done else "Nothing to delete.")
+    flash(_deleted(done) if done else gettext("Nothing to delete."))
     return redirect(url_for(".submission", receipt=receipt))
 
 
@@ -464,16 +531,30 @@ def bulk(action: str) -> ResponseReturnValue:
     ledger = services().ledger
     if action == "retry":
         done = ledger.retry_matching(query.filters)
-        flash(_said(done, "queued to retry"))
+        flash(_retried(done))
     else:
         done = ledger.erase_matching(query.filters)
-        flash(_said(done, "deleted"))
+        flash(_deleted(done))
     _log_action(f"{action} matching", done)
     return redirect(back)
 
 
-def _said(count: int, what: str) -> str:
-    return f"{count} submission{'' if count == 1 else 's'} {what}"
+def _retried(count: int) -> str:
+    return ngettext(
+        "%(count)s submission queued to retry",
+        "%(count)s submissions queued to retry",
+        count,
+        count=number(count),
+    )
+
+
+def _deleted(count: int) -> str:
+    return ngettext(
+        "%(num)s submission deleted",
+        "%(num)s submissions deleted",
+        count,
+        count=number(count),
+    )
 
 
 def _log_action(what: str, count: int) -> None:
@@ -548,7 +629,9 @@ def doctor() -> ResponseReturnValue:
     if run is None:
         wait = services().ledger.take_token(("doctor", owner_id), *DOCTOR_RUNS)
         if wait is not None:
-            return _doctor_busy(math.ceil(wait), "The checks ran a moment ago.")
+            return _doctor_busy(
+                math.ceil(wait), gettext("The checks ran a moment ago.")
+            )
         run, started = _doctor_run(owner_id, start=True)
     if started:
         try:
@@ -562,7 +645,7 @@ def doctor() -> ResponseReturnValue:
     else:
         run.done.wait(DOCTOR_JOIN_WAIT)
     if run.report is None:  # the run it joined failed, or is still going
-        return _doctor_busy(5, "The checks did not finish.")
+        return _doctor_busy(5, gettext("The checks did not finish."))
     return render_template("console/doctor.html", report=run.report)
 
 
