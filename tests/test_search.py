@@ -239,3 +239,75 @@ def test_the_search_benchmark_runs_on_both_databases():
     assert len(lines) == 10 * len(databases), out
     rare = [line for line in out.splitlines() if "rare word" in line]
     assert all(line.split()[-1] == "10" for line in rare), out
+
+
+# -- Chinese, Japanese, Korean: no spaces between words ---------------------------
+
+
+@pytest.fixture
+def cjk(ledger) -> dict[str, str]:
+    """Submissions in Chinese, Japanese and Korean, and one in English."""
+    return {
+        "zh": store(
+            ledger,
+            hosted(
+                name="张伟",
+                email="zhang.wei@example.cn",
+                subject="关于产品价格的咨询",
+                message="你好，我想了解一下企业版的报价和发票流程。",
+            ),
+        ),
+        "zh-field": store(
+            ledger,
+            endpoint(
+                (
+                    ("姓名", "李娜"),
+                    ("公司", "北京星河科技有限公司"),
+                    ("message", "请尽快回复100%"),
+                ),
+                form_id="site",
+                subject="合作",
+            ),
+        ),
+        "ja": store(ledger, hosted(name="山田太郎", message="見積もりをお願いします")),
+        "ko": store(ledger, hosted(name="김민수", message="견적을 부탁드립니다")),
+        "en": store(ledger, hosted(name="Jane Doe", message="A price question")),
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "which"),
+    [
+        pytest.param("咨询", ["zh"], id="inside-the-subject"),
+        pytest.param("价格", ["zh"], id="middle-of-a-run"),
+        pytest.param("张伟", ["zh"], id="whole-name"),
+        pytest.param("伟", ["zh"], id="end-of-name"),
+        pytest.param("报价", ["zh"], id="inside-the-message"),
+        pytest.param("发票 咨询", ["zh"], id="two-words"),
+        pytest.param("报价 zhang", ["zh"], id="with-a-latin-word"),
+        pytest.param("报价 jane", [], id="with-a-latin-word-elsewhere"),
+        pytest.param("星河科技", ["zh-field"], id="other-field"),
+        pytest.param("李娜", ["zh-field"], id="name-in-a-chinese-field"),
+        pytest.param("见积", [], id="simplified-is-not-japanese"),
+        pytest.param("見積", ["ja"], id="japanese"),
+        pytest.param("견적", ["ko"], id="korean"),
+        pytest.param("回复100%", ["zh-field"], id="percent-is-not-a-wildcard"),
+        pytest.param("回复1%", [], id="percent-matches-only-itself"),
+        pytest.param("请尽快回复_", [], id="underscore-is-not-a-wildcard"),
+        pytest.param("不存在", [], id="absent"),
+    ],
+)
+def test_cjk_words_are_found_inside_runs(ledger, cjk, query, which):
+    assert found(ledger, query) == [cjk[name] for name in which]
+
+
+def test_cjk_search_keeps_the_filters(ledger, cjk):
+    assert found(ledger, "合作", form="site") == [cjk["zh-field"]]
+    assert found(ledger, "合作", form="hosted") == []
+    assert found(ledger, "咨询", state="sent") == []
+
+
+def test_an_erased_submission_is_not_found_by_cjk_words(ledger, cjk):
+    ledger.erase([cjk["zh"]])
+    assert found(ledger, "咨询") == []
+    assert found(ledger, "张伟") == []

@@ -6,6 +6,13 @@ and words with no letter or digit are dropped, so no input is an FTS5 or
 tsquery syntax error: `"`, `*`, `AND`, `NEAR(` search for what they say.
 Pages run newest first by id and continue below the last id shown (keyset),
 never with OFFSET: rows stored meanwhile neither repeat nor skip rows.
+
+Chinese, Japanese and Korean text has no spaces between words, so both
+indexes hold a whole run of such characters as one token, and a word typed
+in the search box would match only a run that starts with it. A word with
+CJK characters is therefore matched as a substring of the stored columns
+(LIKE, a scan of the filtered rows) instead of through the index, which is
+what a reader of those languages expects from a search box.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from typing import Any
 from sqlalchemy import (
     Select,
     String,
+    and_,
     bindparam,
     column,
     func,
     literal_column,
+    or_,
     select,
     table,
 )
@@ -31,6 +40,14 @@ from .schema import submissions
 _WORD = re.compile(r"[^\W_]")  # a letter or digit: something either index holds
 _PREFIX_WORD = re.compile(r"[^\W_]+")  # safe to write into a tsquery as it is
 _CURSOR = re.compile(r"[1-9][0-9]{0,18}")
+# Scripts written without spaces between words: Han (with its extensions and
+# compatibility forms), kana, Hangul, and the CJK punctuation and full-width
+# forms between them.
+_CJK = re.compile(
+    "[\u2e80-\u2fdf\u3000-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff00-\uffef"
+    "\U00020000-\U0003134f]"
+)
 _fts = table(FTS_TABLE, column("rowid"))
 MAX_LIMIT = 500
 
@@ -105,7 +122,11 @@ def matching(
         terms = words(filters.query)
         if not terms:
             return None
-        if dialect == "sqlite":
+        cjk = [w for w in terms if _CJK.search(w)]
+        terms = [w for w in terms if not _CJK.search(w)]
+        if cjk:
+            stmt = stmt.where(c.erased_at.is_(None), and_(*map(_substring, cjk)))
+        if terms and dialect == "sqlite":
             # The index leads, in its own rowid order, newest first: the
             # planner then reads matches only until the page is full
             # instead of collecting every match and sorting them.
@@ -115,11 +136,22 @@ def matching(
             stmt = stmt.select_from(_fts.join(submissions, c.id == _fts.c.rowid))
             stmt = stmt.where(match)
             key = _fts.c.rowid
-        else:
+        elif terms:
             stmt = stmt.where(literal_column("search").op("@@")(_tsquery(terms)))
     if below is not None:
         stmt = stmt.where(key < below)
     return stmt.order_by(key.desc())
+
+
+def _substring(word: str) -> Any:
+    """Match `word` anywhere in the columns the index covers (LIKE, escaped)."""
+    c = submissions.c
+    return or_(
+        *(
+            column.contains(word, autoescape=True)
+            for column in (c.subject, c.name, c.email, c.message, c.fields)
+        )
+    )
 
 
 def _tsquery(terms: list[str]) -> Any:
