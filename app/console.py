@@ -169,7 +169,9 @@ def isotime(epoch: float) -> str:
     locale = get_locale()
     if locale is None or str(locale) == DEFAULT_LOCALE:
         return moment.strftime("%Y-%m-%d %H:%M UTC")
-    return format_skeleton("yMMMdHm", moment, tzinfo=UTC, locale=locale) + " UTC"
+    day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=locale)
+    time = format_skeleton("Hm", moment, tzinfo=UTC, locale=locale)
+    return f"{day} {time} UTC"
 
 
 @bp.app_template_filter("number")

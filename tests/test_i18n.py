@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from flask import Flask
 
 from app.languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
 
-from .helpers import CSRF_RE, FORM_TOKEN_RE
+from .consolekit import log_in, with_owner
+from .helpers import CSRF_RE, FORM_TOKEN_RE, deliver, post_form
 from .relay import Relay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,3 +385,169 @@ def test_compiled_catalogue_matches_the_po(locale):
     assert mo.read_bytes() == compiled.getvalue(), (
         f"{mo} is stale: run `make translations`"
     )
+
+
+# -- the email: labels follow the form, never the visitor -------------------------
+
+
+def _one_mail(app: Flask, relay: Relay) -> EmailMessage:
+    assert deliver(app) == 1
+    (got,) = relay.received
+    # Every byte on the wire is 7-bit: headers as RFC 2047 words, bodies as
+    # quoted-printable, so no relay needs SMTPUTF8 or 8BITMIME.
+    assert got.data.isascii()
+    return got.message
+
+
+@pytest.mark.parametrize(
+    ("form", "accept", "sent_by", "lang"),
+    [
+        ("zh", "en-US", "发件人：张伟 <zhang.wei@example.cn>", "zh-CN"),
+        ("zh", "zh-CN", "发件人：张伟 <zhang.wei@example.cn>", "zh-CN"),
+        ("en", "zh-CN", "From: 张伟 <zhang.wei@example.cn>", "en"),
+        ("plain", "zh-CN", "From: 张伟 <zhang.wei@example.cn>", "en"),
+    ],
+)
+def test_email_labels_follow_the_form(forms_app, relay, form, accept, sent_by, lang):
+    response = forms_app.test_client().post(
+        f"/f/{form}?lang={accept}",
+        data={"name": "张伟", "email": "zhang.wei@example.cn", "message": "你好"},
+        headers={"Origin": SITE, "Accept-Language": accept},
+    )
+    assert response.status_code == 303
+    message = _one_mail(forms_app, relay)
+    text = message.get_body(("plain",)).get_content()
+    assert text.splitlines()[0] == sent_by
+    html = message.get_body(("html",)).get_content()
+    assert f'<html lang="{lang}">' in html
+    html_by = {"zh-CN": "来自 张伟 &lt;", "en": "From 张伟 &lt;"}[lang]
+    assert html_by + "zhang.wei@example.cn&gt;" in html
+    assert "'PingFang SC'" in html and "'Noto Sans CJK SC'" in html
+
+
+def test_an_empty_subject_falls_back_in_the_forms_language(forms_app, relay):
+    response = forms_app.test_client().post(
+        "/f/zh", data={"message": "你好"}, headers={"Origin": SITE}
+    )
+    assert response.status_code == 303
+    assert _one_mail(forms_app, relay)["Subject"] == "新的表单提交（zh）"
+
+
+def test_the_hosted_form_mails_in_english_whatever_the_visitor(client, app, relay):
+    response = post_form(client, name="张伟", message="你好")
+    assert response.status_code == 303
+    text = _one_mail(app, relay).get_body(("plain",)).get_content()
+    assert text.startswith("From: 张伟 <ada@example.net>\n")
+
+
+# -- Chinese in every header, end to end through the relay ------------------------
+
+LONG_SUBJECT = "关于贵公司企业版产品的价格、发票开具流程以及售后服务条款的详细咨询" * 2
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [
+        ("张伟", "咨询"),
+        ("欧阳·娜娜", LONG_SUBJECT),
+        ("Zhang 伟 (北京)", "Re: 关于 “报价” 的问题"),
+        ('李"娜"', "价格？ 100% 满意"),
+    ],
+    ids=["short", "long", "mixed", "quotes"],
+)
+def test_cjk_headers_round_trip(make_app, relay, tmp_path, name, subject):
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        f'[forms.zh]\nrecipients = ["sales"]\nallowed_origins = ["{SITE}"]\n'
+        'language = "zh-CN"\nsubject = "【官网留言】{subject}"\n',
+        encoding="utf-8",
+    )
+    app = make_app(
+        relay.env(
+            FORMS_FILE=str(forms),
+            MAIL_FROM="官网联系表单 <forms@formpost.test>",
+        )
+    )
+    response = app.test_client().post(
+        "/f/zh",
+        data={
+            "name": name,
+            "email": "visitor@example.cn",
+            "subject": subject,
+            "留言": "你好，世界",
+        },
+        headers={"Origin": SITE},
+    )
+    assert response.status_code == 303
+    message = _one_mail(app, relay)
+    assert message["Subject"] == f"【官网留言】{subject}"
+    assert message["From"].addresses[0].display_name == "官网联系表单"
+    assert message["From"].addresses[0].addr_spec == "forms@formpost.test"
+    (reply_to,) = message["Reply-To"].addresses
+    assert reply_to.display_name == name
+    assert reply_to.addr_spec == "visitor@example.cn"
+    assert message["To"].addresses[0].addr_spec == "sales@example.com"
+    text = message.get_body(("plain",)).get_content()
+    assert "留言: 你好，世界" in text
+    html = message.get_body(("html",)).get_content()
+    assert "<th" in html and ">留言</th>" in html
+
+
+# -- the console: the owner's Accept-Language; search finds Chinese ---------------
+
+
+@pytest.fixture
+def console(make_app, relay: Relay, tmp_path):
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        f'[forms.zh]\nrecipients = ["sales"]\nallowed_origins = ["{SITE}"]\n'
+        'language = "zh-CN"\n',
+        encoding="utf-8",
+    )
+    app = with_owner(make_app(relay.env(FORMS_FILE=str(forms), ADMIN_ENABLED="true")))
+    client = app.test_client()
+    log_in(client)
+    return app, client
+
+
+def test_console_in_chinese(console):
+    app, client = console
+    visitor = app.test_client()
+    visitor.post(
+        "/f/zh",
+        data={"name": "张伟", "subject": "关于产品价格的咨询", "message": "你好"},
+        headers={"Origin": SITE},
+    )
+    chinese = {"Accept-Language": "zh-CN,zh;q=0.9"}
+    inbox = client.get("/admin/", headers=chinese, follow_redirects=True)
+    page = inbox.get_data(as_text=True)
+    assert html_lang(page) == "zh-CN"
+    assert "收件箱" in page and "待发送" in page
+    assert "共 1 条符合条件的提交。" in page
+    assert "年" in page and " UTC" in page  # Babel's date, not ISO
+    english = client.get("/admin/", follow_redirects=True).get_data(as_text=True)
+    assert html_lang(english) == "en"
+    assert "Inbox" in english and "收件箱" not in english
+    forms = client.get("/admin/forms", headers=chinese).get_data(as_text=True)
+    assert "简体中文" in forms
+
+
+@pytest.mark.parametrize(
+    ("query", "hits"),
+    [("咨询", 1), ("价格", 1), ("张伟", 1), ("伟", 1), ("报价", 0), ("咨询 张伟", 1)],
+)
+def test_console_search_finds_chinese(console, query, hits):
+    app, client = console
+    app.test_client().post(
+        "/f/zh",
+        data={"name": "张伟", "subject": "关于产品价格的咨询", "message": "你好"},
+        headers={"Origin": SITE},
+    )
+    response = client.get("/admin/", query_string={"q": query}, follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    if hits:
+        assert "关于产品价格的咨询" in page
+        assert "1 matching submission." in page
+    else:
+        assert "No submissions match." in page
