@@ -302,3 +302,54 @@ def test_mobile_viewport_has_no_horizontal_scroll(
     assert widths[2] == 375, f"layout viewport is not the device width: {widths}"
     assert widths[0] <= 375, f"page scrolls sideways: {widths}"
     assert widths[1] <= 375, f"body is wider than the screen: {widths}"
+
+
+# -- in Chinese -------------------------------------------------------------------
+
+
+def test_the_form_in_chinese(
+    new_context: Callable[..., BrowserContext],
+    live_server: str,
+    live_app: Flask,
+    relay: Relay,
+    artifacts: Path,
+) -> None:
+    """A browser asking for Chinese gets the form, its errors and thanks in Chinese.
+
+    The screenshot is the README's (docs/img/form-zh-CN.png): rendered with
+    the system's CJK font (fonts-noto-cjk on Debian), nothing downloaded.
+    """
+    context = new_context(locale="zh-CN", viewport={"width": 720, "height": 900})
+    page = context.new_page()
+    page.goto(live_server + "/")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.get_by_role("heading", level=1)).to_have_text("给我们留言")
+    page.get_by_label("收件人").select_option("support")
+    page.get_by_label("姓名").fill("张伟")
+    page.get_by_label("邮箱").fill("zhang.wei@example.cn")
+    page.get_by_label("留言").fill(
+        "您好！\n我们公司有 50 名员工，想了解企业版的报价和开具发票的流程。谢谢！"
+    )
+    page.get_by_role("button", name="发送").click()
+    expect(page.locator("#form-notice")).to_contain_text("请更正标出的字段。")
+    expect(page.locator("#form-notice")).to_contain_text("主题：请填写主题。")
+    expect(page.locator("#subject-error")).to_have_text("请填写主题。")
+    page.get_by_label("主题").fill("关于企业版报价的咨询")
+    family = page.evaluate("getComputedStyle(document.body).fontFamily")
+    assert family.startswith('"PingFang SC"')
+    page.screenshot(path=artifacts / "form-zh-CN-errors.png", full_page=True)
+    page.goto(live_server + "/")  # a fresh form, for the README
+    page.get_by_label("收件人").select_option("support")
+    page.get_by_label("姓名").fill("张伟")
+    page.get_by_label("邮箱").fill("zhang.wei@example.cn")
+    page.get_by_label("主题").fill("关于企业版报价的咨询")
+    page.get_by_label("留言").fill(
+        "您好！\n我们公司有 50 名员工，想了解企业版的报价和开具发票的流程。谢谢！"
+    )
+    page.screenshot(path=artifacts / "form-zh-CN.png", full_page=True)
+    page.get_by_role("button", name="发送").click()
+    page.wait_for_url(live_server + "/thanks")
+    expect(page.get_by_role("heading", level=1)).to_have_text("谢谢")
+    assert deliver(live_app) == 1
+    (got,) = relay.received
+    assert got.message["Subject"] == "关于企业版报价的咨询"
