@@ -54,7 +54,8 @@ IGNORED = {
     "_webhook": "Formpost never calls a URL a visitor supplied",
     "_blacklist": "spam filtering is not set by the posting page",
     "_url": "the posting page is known from its Origin",
-    "_language": "a form's language is set in FORMS_FILE (`language`)",
+    "_language": "the language comes from ?lang=, Accept-Language or the "
+    "form's `language` in FORMS_FILE",
     "_format": "every email has a plain-text and an HTML part",
 }
 # Tokens the captcha widgets add (checked by app/spam/captcha.py).
