@@ -21,6 +21,7 @@ from typing import Any
 from dotenv import dotenv_values, find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
 
+from app.languages import TAGS, exact_locale
 from app.message import header_text_problem
 from app.urls import is_loopback, normalize_host, normalize_origin
 
@@ -162,6 +163,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["MIN_FILL_SECONDS"] = env.number("MIN_FILL_SECONDS", 3.0, 0.0, 3600.0)
     cfg["DEDUPE_WINDOW"] = env.number("DEDUPE_WINDOW", 600.0, 0.0, 7 * 86400.0)
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
+    cfg["FORM_LANGUAGE"] = parse_language("FORM_LANGUAGE", env.text("FORM_LANGUAGE"))
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
     cfg.update(_dkim(env, cfg["MAIL_FROM"]))
@@ -268,6 +270,16 @@ def parse_recipients(value: str | None) -> dict[str, Recipient]:
     if not result:
         raise ConfigError("MAIL_RECIPIENTS names no address")
     return result
+
+
+def parse_language(variable: str, value: str | None) -> str | None:
+    """Return the shipped locale a language tag names (zh-CN), None if unset."""
+    if value is None:
+        return None
+    locale = exact_locale(value)
+    if locale is None:
+        raise ConfigError(f"{variable} must be one of {', '.join(TAGS)}, got {value!r}")
+    return locale
 
 
 def parse_origin(variable: str, value: str) -> str:

@@ -65,6 +65,7 @@ class FormDef:
 def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
     """Return every form by id: `default` from the environment, others from TOML."""
     aliases = tuple(config["MAIL_RECIPIENTS"])
+    language = config.get("FORM_LANGUAGE")
     forms = {
         "default": FormDef(
             id="default",
@@ -72,6 +73,7 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             allowed_origins=frozenset(config["ALLOWED_ORIGINS"]),
             redirect_hosts=frozenset(config["REDIRECT_HOSTS"]),
             rate_limit=config["RATE_LIMIT"],
+            language=language,
         )
     }
     path = config.get("FORMS_FILE")
@@ -81,7 +83,7 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"FORMS_FILE {path}: {exc}") from None
-        forms.update(parse_forms(data, aliases, config["RATE_LIMIT"], path))
+        forms.update(parse_forms(data, aliases, config["RATE_LIMIT"], path, language))
     return forms
 
 
@@ -90,8 +92,12 @@ def parse_forms(
     aliases: tuple[str, ...],
     default_rate: tuple[tuple[int, int], ...],
     source: str = "FORMS_FILE",
+    default_language: str | None = None,
 ) -> dict[str, FormDef]:
-    """Validate the parsed TOML: a `[forms.<id>]` table per form."""
+    """Validate the parsed TOML: a `[forms.<id>]` table per form.
+
+    A form without `language` takes `default_language` (FORM_LANGUAGE).
+    """
     extra = set(data) - {"forms"}
     if extra:
         raise ConfigError(f"{source}: unknown top-level key(s) {sorted(extra)}")
@@ -115,7 +121,9 @@ def parse_forms(
             raise ConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(KEYS)}"
             )
-        result[form_id] = _parse_form(form_id, table, aliases, default_rate, where)
+        result[form_id] = _parse_form(
+            form_id, table, aliases, default_rate, where, default_language
+        )
     return result
 
 
@@ -135,6 +143,7 @@ def _parse_form(
     aliases: tuple[str, ...],
     default_rate: tuple[tuple[int, int], ...],
     where: str,
+    default_language: str | None = None,
 ) -> FormDef:
     recipients = _strings(where, "recipients", table.get("recipients", []))
     if not recipients:
@@ -174,7 +183,7 @@ def _parse_form(
     for name in required:
         if not _field_name(name):
             raise ConfigError(f"{where}: required: {name!r} is not a field name")
-    language = None
+    language = default_language
     if "language" in table:
         tag = table["language"]
         language = exact_locale(tag) if isinstance(tag, str) else None

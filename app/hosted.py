@@ -20,7 +20,7 @@ from . import metrics
 from .accept import Post, accept, decoy
 from .answers import render_form
 from .forms import form_token_age, hosted_form, new_form_token
-from .i18n import lang_arg
+from .i18n import lang_arg, mail_locale
 from .origin import client_ip, request_origin
 from .services import services
 
@@ -80,6 +80,7 @@ def submit() -> ResponseReturnValue:
         svc,
         Post(
             form_id="hosted",
+            language=mail_locale(cfg["FORM_LANGUAGE"]),
             recipient=form.recipient.data,
             subject=form.subject.data,
             message=form.message.data,

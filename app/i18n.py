@@ -5,7 +5,8 @@ The locale is chosen per request, first match wins:
 1. `?lang=` on the visitor's pages (the hosted form and /f/<form>); the
    hosted form keeps it across the post in its action URL;
 2. Accept-Language, among the shipped languages (app/languages.py);
-3. the form's `language` from FORMS_FILE (for /f/<form>);
+3. the form's `language` from FORMS_FILE (for /f/<form>), or FORM_LANGUAGE
+   (for the hosted form and the `default` form);
 4. English.
 
 The console follows the owner's Accept-Language only. An email's labels
@@ -16,7 +17,7 @@ output stay English: they are read by the operator and by tools.
 from __future__ import annotations
 
 from babel.numbers import format_decimal
-from flask import Flask, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from flask_babel import Babel, get_locale
 
 from .languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
@@ -56,6 +57,8 @@ def select_locale() -> str:
         form = services().forms.get((request.view_args or {}).get("form_id", ""))
         if form is not None and form.language:
             return form.language
+    elif request.blueprint == "hosted":
+        return current_app.config.get("FORM_LANGUAGE") or DEFAULT_LOCALE
     return DEFAULT_LOCALE
 
 

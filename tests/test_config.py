@@ -190,6 +190,9 @@ def test_good_values_are_parsed(name, raw, value):
         ("TRUSTED_PROXY_HOPS", "one"),
         ("COOKIE_SECURE", "maybe"),
         ("LOG_LEVEL", "loud"),
+        ("FORM_LANGUAGE", "fr"),
+        ("FORM_LANGUAGE", "zh-XX"),
+        ("FORM_LANGUAGE", "en_US:en"),  # GNU gettext's LANGUAGE list, mistyped
     ],
 )
 @pytest.mark.parametrize("mode", ["development", "production"])

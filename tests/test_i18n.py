@@ -551,3 +551,58 @@ def test_console_search_finds_chinese(console, query, hits):
         assert "1 matching submission." in page
     else:
         assert "No submissions match." in page
+
+
+# -- FORM_LANGUAGE: the hosted and default forms, and forms without `language` ---
+
+
+@pytest.fixture
+def zh_default(make_app, relay: Relay, tmp_path) -> Flask:
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        f'[forms.inherits]\nrecipients = ["sales"]\nallowed_origins = ["{SITE}"]\n\n'
+        f'[forms.english]\nrecipients = ["sales"]\nallowed_origins = ["{SITE}"]\n'
+        'language = "en"\n',
+        encoding="utf-8",
+    )
+    return make_app(
+        relay.env(FORMS_FILE=str(forms), ALLOWED_ORIGINS=SITE, FORM_LANGUAGE="zh-CN")
+    )
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [(None, "zh_Hans_CN"), ("fr", "zh_Hans_CN"), ("en-US", "en"), ("zh", "zh_Hans_CN")],
+)
+def test_form_language_is_the_hosted_forms_default(zh_default, accept, expected):
+    headers = {"Accept-Language": accept} if accept else {}
+    page = zh_default.test_client().get("/", headers=headers).get_data(as_text=True)
+    assert html_lang(page) == html_tag(expected)
+    assert HEADING[expected] in page
+
+
+def test_form_language_sets_the_hosted_forms_emails(zh_default, relay):
+    client = zh_default.test_client()
+    response = post_form(client, name="张伟", message="你好")
+    assert response.status_code == 303
+    text = _one_mail(zh_default, relay).get_body(("plain",)).get_content()
+    assert text.startswith("发件人：张伟 <ada@example.net>\n")
+
+
+@pytest.mark.parametrize(
+    ("form", "first_line"),
+    [
+        ("default", "发件人：张伟"),
+        ("inherits", "发件人：张伟"),
+        ("english", "From: 张伟"),
+    ],
+)
+def test_form_language_is_every_forms_default(zh_default, relay, form, first_line):
+    response = zh_default.test_client().post(
+        f"/f/{form}",
+        data={"name": "张伟", "message": "你好"},
+        headers={"Origin": SITE, "Accept-Language": "en"},
+    )
+    assert response.status_code == 303
+    text = _one_mail(zh_default, relay).get_body(("plain",)).get_content()
+    assert text.splitlines()[0] == first_line
