@@ -17,7 +17,7 @@ output stay English: they are read by the operator and by tools.
 from __future__ import annotations
 
 from babel.numbers import format_decimal
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_babel import Babel, get_locale
 
 from .languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
@@ -36,11 +36,20 @@ def init_app(app: Flask) -> None:
     def _language() -> dict[str, object]:
         return {"html_lang": page_lang, "lang_arg": lang_arg}
 
+    @app.after_request
+    def _vary(response: Response) -> Response:
+        # A cache must not hand one visitor's Chinese page to another's
+        # English browser.
+        if g.get("locale_chosen"):
+            response.vary.add("Accept-Language")
+        return response
+
 
 def select_locale() -> str:
     """Choose the locale for this request (the order is in the module docstring)."""
     if not has_request_context():
         return DEFAULT_LOCALE
+    g.locale_chosen = True  # the answer depends on the request: _vary
     if request.blueprint in VISITOR_BLUEPRINTS:
         chosen = _lang_locale()
         if chosen:

@@ -606,3 +606,12 @@ def test_form_language_is_every_forms_default(zh_default, relay, form, first_lin
     assert response.status_code == 303
     text = _one_mail(zh_default, relay).get_body(("plain",)).get_content()
     assert text.splitlines()[0] == first_line
+
+
+def test_translated_answers_vary_by_accept_language(client, forms_app):
+    assert "Accept-Language" in client.get("/").headers["Vary"]
+    answer = forms_app.test_client().post("/f/zh", json={}, headers={"Origin": SITE})
+    assert "Accept-Language" in answer.headers["Vary"]
+    assert "Origin" in answer.headers["Vary"]
+    # Nothing was translated: nothing varies.
+    assert "Accept-Language" not in client.get("/healthz").headers.get("Vary", "")
