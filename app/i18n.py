@@ -54,13 +54,13 @@ def select_locale() -> str:
         chosen = _lang_locale()
         if chosen:
             return chosen
-    for tag, _quality in request.accept_languages:
-        found = match_locale(tag)
+    for tag, quality in request.accept_languages:
+        found = match_locale(tag) if quality > 0 else None  # q=0: "not this one"
         if found is not None:
             return found
     if request.blueprint == "endpoint":
-        # Imported here: services imports formdefs, which the forms' and
-        # fieldmap's messages (importing this module) sit beside.
+        # Imported here: fieldmap, pure but for its messages, imports this
+        # module and should not pull the services in with it.
         from .services import services
 
         form = services().forms.get((request.view_args or {}).get("form_id", ""))

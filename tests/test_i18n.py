@@ -105,6 +105,7 @@ def test_every_shipped_language_has_a_tag():
         ("", "fr-FR,zh;q=0.5", "zh_Hans_CN"),
         ("", "fr-FR,de;q=0.5", "en"),
         ("", "en;q=0.2,zh-CN;q=0.9", "zh_Hans_CN"),
+        ("", "zh;q=0,fr", "en"),
         ("", "*", "en"),
         ("", ";;;,=,q=x", "en"),
         ("?lang=zh-CN", None, "zh_Hans_CN"),
