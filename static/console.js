@@ -1,5 +1,6 @@
 // The console's only script (CSP: script-src 'self', nothing inline).
 // Copy buttons for the forms page's snippets, and forms that post once.
+// Their words come translated from the page (data-copied, data-busy, ...).
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   if (navigator.clipboard) {
@@ -10,9 +11,9 @@ document.addEventListener("DOMContentLoaded", () => {
       button.addEventListener("click", async () => {
         try {
           await navigator.clipboard.writeText(source.textContent);
-          button.textContent = "Copied";
+          button.textContent = button.dataset.copied || "Copied";
         } catch (error) {
-          button.textContent = "Select and copy by hand";
+          button.textContent = button.dataset.copyFailed || "Select and copy by hand";
         }
       });
     }
@@ -22,7 +23,7 @@ document.addEventListener("DOMContentLoaded", () => {
     form.addEventListener("submit", () => {
       for (const button of form.querySelectorAll("button")) {
         button.disabled = true;
-        button.textContent = "Running the checks…";
+        button.textContent = form.dataset.busy || "Running the checks…";
       }
     });
   }
