@@ -92,6 +92,13 @@ STATE_NAMES = {
     "deleted": _l("deleted"),
     "erased": _l("erased"),
 }
+# The doctor's results, as the report page marks them.
+CHECK_MARKS = {
+    "pass": _l("PASS"),
+    "warn": _l("WARN"),
+    "fail": _l("FAIL"),
+    "skip": _l("SKIP"),
+}
 # Each shipped language in its own words, for the forms page.
 LANGUAGE_NAMES = {"en": "English", "zh_Hans_CN": "简体中文"}
 SEEN = "console_seen"
@@ -124,7 +131,11 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _names() -> dict[str, Any]:
-        return {"state_name": state_name, "language_name": language_name}
+        return {
+            "state_name": state_name,
+            "language_name": language_name,
+            "check_mark": check_mark,
+        }
 
 
 def _load_owner(user_id: str) -> Owner | None:
@@ -198,6 +209,12 @@ def state_name(state: str) -> str:
     """A ledger state in the page's language."""
     name = STATE_NAMES.get(state)
     return state if name is None else str(name)
+
+
+def check_mark(status: str) -> str:
+    """A doctor's result (pass, warn, ...) as the report page marks it."""
+    mark = CHECK_MARKS.get(status)
+    return status.upper() if mark is None else str(mark)
 
 
 def language_name(locale: str | None) -> str:
