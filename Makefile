@@ -13,7 +13,7 @@ PORT   ?= 8000
 # .mo files are committed too (a deploy from git needs no build step) and
 # rebuilt by `make run` and `make test`.
 POT := app/translations/messages.pot
-EXTRACT := $(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext \
+EXTRACT := $(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -c TRANSLATORS: \
 	--no-location --sort-output --project=Formpost --copyright-holder=Formpost
 
 messages: $(VENV)/.runtime

@@ -45,8 +45,8 @@ class FormDef:
     honeypot: str = "_gotcha"
     rate_limit: tuple[tuple[int, int], ...] = ()
     required: tuple[str, ...] = ()
-    # A shipped locale id (zh_CN), or None: emails in English, pages by
-    # Accept-Language only.
+    # A shipped locale id (zh_Hans_CN), or None: emails in English, pages
+    # by ?lang= and Accept-Language only.
     language: str | None = None
 
     def make_subject(self, visitor_subject: str, fallback: str | None = None) -> str:
