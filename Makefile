@@ -19,7 +19,7 @@ EXTRACT := $(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -c TRANSLAT
 messages: $(VENV)/.runtime
 	$(EXTRACT) -o $(POT) .
 	$(BIN)/pybabel update -i $(POT) -d app/translations --no-fuzzy-matching \
-	  --ignore-obsolete
+	  --ignore-obsolete --ignore-pot-creation-date
 
 translations: $(VENV)/.runtime
 	$(BIN)/pybabel compile -d app/translations --statistics
