@@ -439,6 +439,22 @@ class Ledger:
                 return found[0]
         return None
 
+    def body_count(self, digest: str, since: float, cap: int = 10) -> int:
+        """Count rows of any form and state with this body digest since `since`.
+
+        Read-only, on the (body_digest, created_at) index; counting stops at
+        `cap`, which is all the repeat rule needs to know.
+        """
+        c = submissions.c
+        found = (
+            select(c.id)
+            .where(c.body_digest == digest, c.created_at >= since)
+            .limit(cap)
+            .subquery()
+        )
+        with self._reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(found)).scalar())
+
     def _receipt_for(self, digest: str) -> str | None:
         query = select(submissions.c.receipt).where(submissions.c.dedupe_key == digest)
         with self._reading() as conn:
