@@ -12,7 +12,7 @@ the layers. Each finding is a `Reason` with a fixed code:
 | `blocked_email_domain` | the visitor's address is at a blocked domain  | quarantine  |
 | `fill_time`            | the hosted form came back faster than allowed | score 3     |
 | `links`                | more links than `max_links`                   | score 2.5-5 |
-| `repeated_body`        | the same body stored within `repeat_window`   | score 3-5   |
+| `repeated_body`        | the same body stored within `repeat_window`   | score 2-3   |
 
 Only the honeypot and the owner's blocked networks drop by themselves:
 content alone never does. The content scores together stay under the
@@ -49,9 +49,12 @@ FILL_TIME_SCORE = 3.0
 # One link over the form's allowance is a nudge (2.5, under the default
 # quarantine_at of 5); each further one adds 1, up to 5.
 LINKS_FIRST, LINKS_EACH, LINKS_MAX = 2.5, 1.0, 5.0
-# A body seen once or twice before scores 3 (a customer writing to two of
-# the owner's forms is still accepted); three or more times, 5.
-REPEAT_SOME, REPEAT_MANY, REPEAT_MANY_AT = 3.0, 5.0, 3
+# A body seen once or twice before scores 2, three or more times 3: alone
+# it never quarantines (a customer who writes the same text to two of the
+# owner's forms, or a club whose members all send "Please add me to the
+# list, thank you", is accepted); with a link too many, or no proof of
+# work, a bot's repeated pitch crosses quarantine_at.
+REPEAT_SOME, REPEAT_MANY, REPEAT_MANY_AT = 2.0, 3.0, 3
 # Shorter bodies ("Please call me back.") are too common to call repeats.
 REPEAT_MIN_CHARS = 20
 # What counts as a link: a URL, a bare www. host, BBCode or HTML anchors.
@@ -90,7 +93,8 @@ def post_text(ctx: SpamContext) -> str:
     parts = [ctx.subject, ctx.name, ctx.message]
     seen = {ctx.subject, ctx.name, ctx.message}
     for key, value in ctx.pairs:
-        if key in NOT_TEXT or value in seen:
+        # `_next`, `_subject`, ...: steering fields, not the visitor's text.
+        if key.startswith("_") or key.lower() in NOT_TEXT or value in seen:
             continue
         seen.add(value)
         parts.append(value)
