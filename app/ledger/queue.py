@@ -351,6 +351,8 @@ class Ledger:
             "verdict": verdict_json,
             "body_digest": body_digest,
         }
+        if state == "dropped":
+            row["fields"] = None  # as an erased row: no content at all
         _check_fits(row)
         search = search_columns(
             row["subject"], content.name, content.email, content.message, content.fields
