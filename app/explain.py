@@ -29,6 +29,7 @@ from typing import IO
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from .accept import Post, compose_post, content_fingerprint
 from .errors import Rejected
@@ -378,6 +379,7 @@ def advice(reason: Reason, form: FormDef, where: str) -> str:
 
 
 @click.command("explain")
+@with_appcontext
 @click.argument("form_id")
 @click.option(
     "--origin",
