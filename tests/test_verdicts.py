@@ -95,6 +95,8 @@ def test_three_verdicts_one_answer_one_row_each(app3, relay, headers):
 
     # Only the accepted post is in the backlog, and only it reaches the relay.
     assert backlog(app3) == 1
+    # The form's daily count holds the messages it got: not the tombstone.
+    assert [count for _, _, count in ledger_of(app3).daily_counts(0)] == [2]
     assert deliver(app3) == 1
     (got,) = relay.received
     assert b"casino" not in got.data
