@@ -14,18 +14,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from unittest.mock import ANY
 
 import altcha as altcha_lib
 import pytest
 from flask import Flask
 
 from app.ledger import Ledger, make_engine, migrate
-from app.spam import Reason, SpamContext, decide
+from app.spam import Reason, SpamContext, Verdict, decide
 from app.spam import altcha as pow_
 from app.spam.settings import SpamSettings
 
 from .fakeclock import FakeClock
-from .helpers import services_of, use_fake_clock
+from .helpers import post_form, services_of, use_fake_clock
+from .relay import Relay
 
 SITE = "https://www.example.com"
 EVIL = "https://evil.example"
@@ -34,7 +36,7 @@ RULES = ("altcha_missing", "altcha_invalid", "altcha_expired", "altcha_replayed"
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    return make_app({"ALLOWED_ORIGINS": SITE})
+    return make_app({"ALLOWED_ORIGINS": SITE, "SPAM_PROOF_OF_WORK": "score"})
 
 
 def encode(data: dict[str, Any]) -> str:
@@ -426,3 +428,75 @@ def test_the_altcha_field_never_reaches_the_email(app: Flask) -> None:
     (row,) = services_of(app).ledger.rows()
     assert "altcha" not in (row.fields or "")
     assert value not in (row.fields or "")
+
+
+# -- end to end, through the gate --------------------------------------------
+
+
+def stored_verdict(app: Flask) -> tuple[str, list[tuple[str, str]]]:
+    """The newest row's state and its (rule, action) reasons."""
+    row = services_of(app).ledger.rows()[0]
+    verdict = Verdict.from_json(row.verdict)
+    assert verdict is not None
+    return row.state, [(r.rule, r.action) for r in verdict.reasons]
+
+
+def post_to_endpoint(app: Flask, **fields: str):
+    reply = app.test_client().post(
+        "/f/default",
+        data={"email": "ada@example.net", "message": "A question.", **fields},
+        headers={"Origin": SITE, "Accept": "application/json"},
+    )
+    assert reply.status_code == 200
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("mode", "state", "action"),
+    [("score", "pending", "score"), ("required", "spam", "quarantine")],
+)
+def test_a_post_without_proof_is_scored_or_quarantined(
+    make_app: Callable[..., Flask], mode: str, state: str, action: str
+) -> None:
+    app = make_app({"ALLOWED_ORIGINS": SITE, "SPAM_PROOF_OF_WORK": mode})
+    reply = post_to_endpoint(app)
+    assert stored_verdict(app) == (state, [("altcha_missing", action)])
+    # The visitor's answer is the same either way.
+    assert reply.get_json()["ok"] is True
+
+
+def test_a_proof_solved_from_the_endpoint_passes_once(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app({"ALLOWED_ORIGINS": SITE, "SPAM_PROOF_OF_WORK": "required"})
+    client = app.test_client()
+    value = solve(client.get("/f/default/challenge").get_json())
+    first = post_to_endpoint(app, altcha=value)
+    assert stored_verdict(app) == ("pending", [])
+    second = post_to_endpoint(app, altcha=value, message="Another question.")
+    assert stored_verdict(app) == ("spam", [("altcha_replayed", "quarantine")])
+    assert first.status_code == second.status_code
+
+
+@pytest.mark.parametrize(
+    ("mode", "state"), [("score", "pending"), ("required", "spam"), ("off", "pending")]
+)
+def test_the_hosted_form_without_javascript_still_sends(
+    make_app: Callable[..., Flask], relay: Relay, mode: str, state: str
+) -> None:
+    app = make_app(relay.env(SPAM_PROOF_OF_WORK=mode))
+    client = app.test_client()
+    reply = post_form(client)
+    assert reply.status_code == 303
+    expected = [] if mode == "off" else [("altcha_missing", ANY)]
+    assert stored_verdict(app) == (state, expected)
+
+
+def test_the_hosted_form_with_its_proof_is_clean(
+    make_app: Callable[..., Flask], relay: Relay
+) -> None:
+    app = make_app(relay.env(SPAM_PROOF_OF_WORK="required"))
+    client = app.test_client()
+    value = solve(client.get("/challenge").get_json())
+    assert post_form(client, altcha=value).status_code == 303
+    assert stored_verdict(app) == ("pending", [])
