@@ -500,3 +500,25 @@ def test_the_hosted_form_with_its_proof_is_clean(
     value = solve(client.get("/challenge").get_json())
     assert post_form(client, altcha=value).status_code == 303
     assert stored_verdict(app) == ("pending", [])
+
+
+def test_explain_judges_a_proof_without_spending_it(
+    make_app: Callable[..., Flask], relay: Relay, tmp_path
+) -> None:
+    app = make_app(relay.env(ALLOWED_ORIGINS=SITE, SPAM_PROOF_OF_WORK="required"))
+    value = solve(app.test_client().get("/f/default/challenge").get_json())
+    post = tmp_path / "post.txt"
+    post.write_text(
+        f"email=ada@example.net\nmessage=A question.\naltcha={value}\n",
+        encoding="utf-8",
+    )
+    argv = ["explain", "default", "--origin", SITE, "--ip", "203.0.113.9"]
+    for _ in range(2):
+        result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+        assert "altcha: nothing found" in result.output, result.output
+    # Still unspent: the real post with it is clean.
+    post_to_endpoint(app, altcha=value)
+    assert stored_verdict(app) == ("pending", [])
+    post.write_text("email=ada@example.net\nmessage=A question.\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+    assert "altcha_missing" in result.output
