@@ -43,21 +43,18 @@ def encode(data: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(data).encode()).decode()
 
 
-def solve(challenge: dict[str, Any], **changes: Any) -> str:
+def solve(made: dict[str, Any], /, **changes: Any) -> str:
     """Solve a challenge as the widget does; return the `altcha` field's value."""
     found = altcha_lib.solve_challenge_v1(
-        challenge["challenge"],
-        challenge["salt"],
-        challenge["algorithm"],
-        challenge["maxnumber"],
+        made["challenge"], made["salt"], made["algorithm"], made["maxnumber"]
     )
     assert found is not None
     payload = {
-        "algorithm": challenge["algorithm"],
-        "challenge": challenge["challenge"],
+        "algorithm": made["algorithm"],
+        "challenge": made["challenge"],
         "number": found.number,
-        "salt": challenge["salt"],
-        "signature": challenge["signature"],
+        "salt": made["salt"],
+        "signature": made["signature"],
         "took": 12,
     }
     payload.update(changes)
@@ -175,6 +172,9 @@ def test_garbage_is_invalid(app: Flask, value: str, seen: str) -> None:
         ({"number": True}, "fields missing"),
         ({"algorithm": "SHA-1"}, "other algorithm"),
         ({"signature": None}, "fields missing"),
+        ({"challenge": "é" * 64}, "wrong number"),
+        ({"signature": "é" * 64}, "bad signature"),
+        ({"salt": "sel☃?form=default&"}, "wrong number"),
     ],
 )
 def test_wrong_types_are_invalid(app: Flask, change: dict, seen: str) -> None:
