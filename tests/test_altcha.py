@@ -519,6 +519,21 @@ def test_explain_judges_a_proof_without_spending_it(
     # Still unspent: the real post with it is clean.
     post_to_endpoint(app, altcha=value)
     assert stored_verdict(app) == ("pending", [])
+    result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+    assert "altcha_replayed" in result.output
+    assert "/f/default/challenge" in result.output  # what to change
     post.write_text("email=ada@example.net\nmessage=A question.\n", encoding="utf-8")
     result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
     assert "altcha_missing" in result.output
+    assert "docs/forms.md#proof-of-work-altcha" in result.output
+
+
+def test_explain_says_when_proof_of_work_is_off(
+    make_app: Callable[..., Flask], relay: Relay, tmp_path
+) -> None:
+    app = make_app(relay.env(ALLOWED_ORIGINS=SITE, SPAM_PROOF_OF_WORK="off"))
+    post = tmp_path / "post.txt"
+    post.write_text("email=ada@example.net\nmessage=A question.\n", encoding="utf-8")
+    argv = ["explain", "default", "--origin", SITE, "--ip", "203.0.113.9"]
+    result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+    assert "altcha: off (proof_of_work is off)" in result.output
