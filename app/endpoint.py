@@ -3,6 +3,8 @@
 No CSRF token here (the page is not ours); instead the Origin (or Referer)
 must be one of the form's allowed origins. Accepted posts go through the same
 accept path as the hosted form (accept.py); the workers deliver them.
+`GET /f/<form>/challenge` hands those pages a proof-of-work challenge
+(app/spam/altcha.py), readable by the same origins.
 """
 
 from __future__ import annotations
@@ -169,10 +171,9 @@ def challenge(form_id: str) -> ResponseReturnValue:
     if services().forms.get(form_id) is None:
         response = jsonify(error="There is no form with this address.")
         response.status_code = 404
-    else:
-        response = challenge_response(form_id)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return challenge_response(form_id)
 
 
 def challenge_response(form_id: str) -> Response:
