@@ -363,6 +363,9 @@ def test_challenge_endpoint_answers_a_solvable_challenge(app: Flask) -> None:
     }
     assert made["maxnumber"] == pow_.MAX_NUMBER
     assert "form=default&" in made["salt"]
+    # What the official widget checks before it solves one.
+    assert made["algorithm"] == "SHA-256"
+    assert len(made["challenge"]) >= 40 and len(made["salt"]) >= 10
     assert client.get("/f/default/challenge").get_json()["salt"] != made["salt"]
     assert run(app, solve(made)) == []
 
