@@ -37,12 +37,15 @@ from .fieldmap import collect, interpret
 from .formdefs import FormDef
 from .postbody import parse_body
 from .services import Services, services
-from .spam import Reason, Verdict, decide
+from .spam import Reason, Verdict, altcha, decide
 from .spam.gate import LAYERS, REMOTE
 from .spam.settings import SpamSettings
 from .urls import normalize_origin
 
 FORMATS = ("auto", "urlencoded", "lines", "json")
+# Layers that would change something when they run (a proof of work is
+# spent), replaced by their side-effect-free twin.
+PREVIEWS = {"altcha": altcha.check_without_spending}
 
 
 @dataclass
@@ -250,6 +253,8 @@ def explain(
     reasons: list[Reason] = []
     spam_lines = []
     for name, check in LAYERS:
+        # A proof of work is judged as a live post would be, but not spent.
+        check = PREVIEWS.get(name, check)
         found_reasons = check(ctx, settings, svc)
         reasons.extend(found_reasons)
         note = " (remote; a live post skips it after a drop)" if name in REMOTE else ""
@@ -301,6 +306,8 @@ def _layer_off(name: str, settings: SpamSettings) -> str:
         return "no captcha in the form's spam settings"
     if name == "rspamd" and not current_app.config.get("RSPAMD_URL"):
         return "RSPAMD_URL is not set"
+    if name == "altcha" and settings.proof_of_work == "off":
+        return "proof_of_work is off"
     return ""
 
 
@@ -374,6 +381,17 @@ def advice(reason: Reason, form: FormDef, where: str) -> str:
         key = "SPAM_RSPAMD_QUARANTINE_AT" if env else "rspamd_quarantine_at"
         return (
             f"raise {key} above the score in {where}, or change the rspamd rules named"
+        )
+    if rule.startswith("altcha_"):
+        key = "SPAM_PROOF_OF_WORK" if env else "proof_of_work"
+        if rule == "altcha_missing":
+            return (
+                "put the proof-of-work script and element in the form "
+                f"(docs/forms.md#proof-of-work-altcha), or set {key} in {where}"
+            )
+        return (
+            f"a live page's proof comes fresh from /f/{form.id}/challenge; "
+            f"a saved post's has expired or been spent (or set {key} in {where})"
         )
     return f"see docs/spam.md for the rule {rule}"
 
