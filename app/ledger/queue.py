@@ -663,6 +663,12 @@ class Ledger:
         with self._reading() as conn:
             return list(conn.execute(query).all())
 
+    def receipt_of(self, row_id: int) -> str | None:
+        """Return the receipt of the row with this id, or None."""
+        with self._reading() as conn:
+            query = select(submissions.c.receipt).where(submissions.c.id == row_id)
+            return conn.execute(query).scalar_one_or_none()
+
     def row(self, receipt: str) -> Any | None:
         """Return the submission with this receipt (no message bytes), or None."""
         with self._reading() as conn:
@@ -776,6 +782,29 @@ class Ledger:
     def erase(self, receipts: Sequence[str]) -> int:
         """Erase these rows to tombstones (actions.py); return how many."""
         return self._by_receipts(receipts, actions.erase)
+
+    def release_spam(self, receipts: Sequence[str], by: str | None = None) -> int:
+        """Deliver these spam or dropped rows after all; return how many moved.
+
+        In one transaction: each named row in state spam or dropped (with
+        its message) goes to pending, due now, its verdict kept and the
+        release (by whom) in its timeline. Rows in any other state, and
+        unknown receipts, are left alone and not counted.
+        """
+        receipts = list(receipts)
+        now = self.clock.now()
+        done = 0
+        with self._writing() as conn:
+            for start in range(0, len(receipts), actions.BATCH):
+                chunk = receipts[start : start + actions.BATCH]
+                query = select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
+                ids = list(conn.execute(query).scalars())
+                done += actions.release(conn, ids, now, by)
+        return done
+
+    def release_matching(self, filters: Filters, by: str | None = None) -> int:
+        """Release every spam or dropped row matching `filters`, in batches."""
+        return self._by_filter(filters, functools.partial(actions.release, by=by))
 
     def retry_matching(self, filters: Filters) -> int:
         """Retry now every row matching `filters`, in bounded batches."""
