@@ -733,15 +733,17 @@ class Ledger:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        hide: tuple[str, ...] = (),
     ) -> Page:
         """Return one page of matching rows, newest first, and the next cursor.
 
         `query` is plain words, all of which must match (search.py). Raise
-        BadCursor for a cursor this ledger did not hand out.
+        BadCursor for a cursor this ledger did not hand out. Rows in a state
+        named in `hide` are left out.
         """
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        filters = Filters(query, form, state, since, until)
+        filters = Filters(query, form, state, since, until, hide)
         below = decode_cursor(cursor)
         stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
         if stmt is None:
