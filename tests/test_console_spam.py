@@ -181,8 +181,21 @@ def test_release_all_matching_after_a_confirmation(console, owner, relay):
     ]
 
 
-def test_spam_can_be_deleted_from_its_view(console, owner):
-    receipt = held(console)
+def test_spam_can_be_deleted_and_its_page_keeps_the_verdict(console, owner):
+    receipt = held(console, message="buy links")
     csrf = token(owner, f"/admin/s/{receipt}")
     owner.post(f"/admin/s/{receipt}/delete", data={"csrf_token": csrf, "confirm": "y"})
     assert ledger_of(console).row(receipt).state == "deleted"
+    page = owner.get(f"/admin/s/{receipt}").get_data(as_text=True)
+    assert "Erased since; the verdict stays." in page
+    assert "buy links" not in page and "Release and deliver" not in page
+
+
+def test_the_dashboard_counts_spam_and_links_to_its_views(console, owner):
+    held(console)
+    held(console)
+    held(console, state="dropped")
+    page = owner.get("/admin/dashboard").get_data(as_text=True)
+    assert "Spam 2 quarantined , 1 dropped (not delivered)" in text_of(page)
+    assert 'href="/admin/?state=spam"' in page
+    assert 'href="/admin/?state=dropped"' in page
