@@ -314,7 +314,10 @@ def test_show_of_an_unknown_id_fails_clearly(cli_app, key):
 
 
 @pytest.mark.parametrize("state", ["spam", "dropped"])
-def test_release_then_a_worker_delivers_it_to_the_relay(cli_app, relay, state):
+def test_release_then_a_worker_delivers_it_to_the_relay(
+    cli_app, relay, state, monkeypatch
+):
+    monkeypatch.setenv("USER", "ada")
     receipt = make_spam(cli_app, state=state)
     assert deliver(cli_app) == 0
     result = run(cli_app, "release", receipt)
@@ -328,7 +331,7 @@ def test_release_then_a_worker_delivers_it_to_the_relay(cli_app, relay, state):
     (received,) = relay.received
     assert received.message["Subject"] == "Cheap SEO"
     timeline = run(cli_app, "show", receipt).output
-    assert "released  released by the outbox release command" in timeline
+    assert "released  released by outbox release (user ada)" in timeline
 
 
 def test_release_takes_several_ids_and_receipts(cli_app, relay):

@@ -134,3 +134,12 @@ def test_a_released_row_reaches_the_relay(app_on_db, relay):
     assert ledger.row(receipt).state == "sent"
     outcomes = [a.outcome for a in ledger.detail(receipt).attempts]
     assert outcomes == ["released", "sent"]
+
+
+def test_count_in_counts_only_the_states_asked_for(ledger, clock):
+    for n in range(3):
+        receipt = _stored(ledger, n)
+        if n:
+            store_verdict(ledger, receipt, state="spam" if n == 1 else "dropped")
+    assert ledger.count_in(("spam", "dropped")) == {"spam": 1, "dropped": 1}
+    assert ledger.count_in(("failed",)) == {"failed": 0}

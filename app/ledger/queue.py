@@ -655,6 +655,18 @@ class Ledger:
             relay=None if relay is None else dict(relay._mapping),
         )
 
+    def count_in(self, states: Sequence[str]) -> dict[str, int]:
+        """Count the rows in each of these states (through the state index)."""
+        c = submissions.c
+        query = (
+            select(c.state, func.count())
+            .where(c.state.in_(list(states)))
+            .group_by(c.state)
+        )
+        with self._reading() as conn:
+            found = dict(conn.execute(query).all())
+        return {state: found.get(state, 0) for state in states}
+
     def rows(self, state: str | None = None, limit: int = 50) -> list[Any]:
         """List submissions, newest first, without their message bytes."""
         query = select(*_LISTED).order_by(submissions.c.id.desc()).limit(limit)
