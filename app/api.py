@@ -21,8 +21,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from .ledger import STATES, BadCursor, Detail
-from .ledger.actions import HELD
 from .ledger.content import load_fields
+from .ledger.release import HELD
 from .services import services
 from .spam import Verdict
 from .tokens import token_store

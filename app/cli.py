@@ -14,8 +14,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .ledger import STATES, Detail, Ledger
-from .ledger.actions import HELD
 from .ledger.content import load_fields
+from .ledger.release import HELD
 from .services import services
 from .spam import Verdict
 

@@ -52,9 +52,9 @@ from . import dashboard, export, snippets
 from .doctor import Doctor, Report
 from .fieldmap import HONEYPOTS
 from .ledger import STATES, BadCursor, Filters, submissions
-from .ledger.actions import HELD
 from .ledger.content import read_message
 from .ledger.driver import reading
+from .ledger.release import HELD
 from .ledger.search import matching
 from .origin import client_ip
 from .owners import Owner

@@ -109,13 +109,14 @@ def test_hidden_states_stay_out_of_a_search(ledger, clock):
     assert [r.receipt for r in ledger.iterate(hidden)] == [kept]
 
 
-def test_erase_reaches_spam_and_dropped_rows_and_keeps_the_verdict(ledger, clock):
+@pytest.mark.parametrize("state", ["spam", "dropped"])
+def test_an_erased_spam_row_cannot_be_released(ledger, clock, state):
     receipt = _stored(ledger)
-    store_verdict(ledger, receipt)
+    store_verdict(ledger, receipt, state=state)
     assert ledger.erase([receipt]) == 1
-    row = ledger.row(receipt)
-    assert row.state == "deleted"
-    assert Verdict.from_json(row.verdict) == spam_verdict()
+    assert ledger.row(receipt).state == "deleted"
+    assert ledger.release_spam([receipt]) == 0
+    assert ledger.row(receipt).state == "deleted"
     assert backlog(ledger) == 0
 
 

@@ -1,4 +1,4 @@
-"""An owner's actions on submissions: retry now, release, erase to a tombstone.
+"""An owner's actions on submissions: retry now, and erase to a tombstone.
 
 Each takes a batch of row ids and runs in one transaction that locks the
 backlog counter first, as every writer of new rows does (limits.py), so the
@@ -12,18 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from . import index
 from .limits import add_to_backlog
-from .schema import BACKLOG, CONTENT_COLUMNS, counters, delivery_attempts, submissions
+from .schema import BACKLOG, CONTENT_COLUMNS, counters, submissions
 
 UNDELIVERED = ("pending", "sending")
-DELIVERED = ("sent", "failed")
-# Held back by the spam verdict: quarantined, or dropped as a tombstone.
-HELD = ("spam", "dropped")
-# The timeline's outcome for a row an owner released (timeline.py).
-RELEASED = "released"
+# Rows not in the backlog: delivered or given up, quarantined, dropped.
+DELIVERED = ("sent", "failed", "spam", "dropped")
 BATCH = 500
 
 
@@ -55,53 +52,11 @@ def retry_now(conn: Connection, ids: Sequence[int], now: float) -> int:
     return pending
 
 
-def release(
-    conn: Connection, ids: Sequence[int], now: float, by: str | None = None
-) -> int:
-    """Move spam and dropped rows to pending, due now; leave every other row alone.
-
-    The verdict stays on the row (what the owner overruled); the timeline
-    gains a `released` entry saying who. A dropped row whose message was not
-    kept has nothing to deliver and stays as it is.
-    """
-    if not ids:
-        return 0
-    _lock_counters(conn)
-    c = submissions.c
-    released = list(
-        conn.execute(
-            update(submissions)
-            .where(c.id.in_(ids), c.state.in_(HELD), func.length(c.raw) > 0)
-            .values(state="pending", next_attempt_at=now, queued_at=now)
-            .returning(c.id)
-        ).scalars()
-    )
-    if not released:
-        return 0
-    conn.execute(add_to_backlog(), {"delta": len(released)})
-    note = f"released by {by}" if by else "released"
-    conn.execute(
-        insert(delivery_attempts),
-        [
-            {
-                "submission_id": row_id,
-                "at": now,
-                "outcome": RELEASED,
-                "error_kind": None,
-                "reply": note[:1000],
-            }
-            for row_id in released
-        ],
-    )
-    return len(released)
-
-
 def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
     """Erase rows to tombstones: content, message and search entry gone.
 
     Receipt, form, state times and the timeline stay; the state is
-    `deleted` and `erased_at` says when (spam and dropped rows too: their
-    verdict stays). A row being sent is erased too:
+    `deleted` and `erased_at` says when. A row being sent is erased too:
     its worker's outcome then finds the row gone from under its claim.
     """
     if not ids:
@@ -118,9 +73,12 @@ def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
         "lease_until": None,
         "claim_token": None,
         "fingerprint": None,
+        # The reasons can name the visitor's IP or address domain.
+        "verdict": None,
+        "body_digest": None,
     }
     erased = 0
-    for states in (UNDELIVERED, DELIVERED, HELD):
+    for states in (UNDELIVERED, DELIVERED):
         count = conn.execute(
             update(submissions).where(c.id.in_(ids), c.state.in_(states)).values(values)
         ).rowcount

@@ -49,6 +49,7 @@ from .limits import (
     lock_backlog,
     take_token,
 )
+from .release import release as release_rows
 from .schema import (
     BACKLOG,
     BOUNDS,
@@ -813,12 +814,12 @@ class Ledger:
                 chunk = receipts[start : start + actions.BATCH]
                 query = select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
                 ids = list(conn.execute(query).scalars())
-                done += actions.release(conn, ids, now, by)
+                done += release_rows(conn, ids, now, by)
         return done
 
     def release_matching(self, filters: Filters, by: str | None = None) -> int:
         """Release every spam or dropped row matching `filters`, in batches."""
-        return self._by_filter(filters, functools.partial(actions.release, by=by))
+        return self._by_filter(filters, functools.partial(release_rows, by=by))
 
     def retry_matching(self, filters: Filters) -> int:
         """Retry now every row matching `filters`, in bounded batches."""
