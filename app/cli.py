@@ -150,6 +150,11 @@ def _resolve(key: str) -> str | None:
     return None if found is None else found.receipt
 
 
+def _named(key: str, receipt: str) -> str:
+    """The row as the operator named it, with its receipt when named by ID."""
+    return receipt if key.strip().upper() == receipt else f"{key} ({receipt})"
+
+
 def _refuse(message: str) -> NoReturn:
     """Say why on stderr and exit 1 (no traceback, no "Error:" prefix)."""
     click.echo(message, err=True)
@@ -205,14 +210,14 @@ def describe(detail: Detail) -> list[str]:
         lines.append(f"verdict     {verdict.name} (score {verdict.score:g})")
         if verdict.reasons:
             lines.append(
-                f"  {'LAYER':<9} {'RULE':<22} {'VALUE':<24} {'THRESHOLD':<20} SCORE"
+                f"  {'LAYER':<10} {'RULE':<22} {'VALUE':<24} {'THRESHOLD':<20} SCORE"
             )
         for reason in verdict.reasons:
             weight = f"{reason.score:g}"
             if reason.action != "score":
                 weight += f" ({reason.action})"
             lines.append(
-                f"  {reason.layer:<9} {reason.rule:<22} {reason.value or '-':<24} "
+                f"  {reason.layer:<10} {reason.rule:<22} {reason.value or '-':<24} "
                 f"{reason.threshold or '-':<20} {weight}"
             )
     if detail.attempts:
@@ -243,12 +248,12 @@ def release_command(keys: tuple[str, ...]) -> None:
             problems.append(f"{key}: no such submission")
         elif found.state not in HELD:
             problems.append(
-                f"{key}: {found.receipt} is {found.state}, "
+                f"{_named(key, found.receipt)} is {found.state}, "
                 "only spam or dropped submissions can be released"
             )
         elif not detail.raw:
             problems.append(
-                f"{key}: {found.receipt} was dropped without its message, "
+                f"{_named(key, found.receipt)} was dropped without its message, "
                 "there is nothing to deliver"
             )
         else:

@@ -361,6 +361,10 @@ def test_release_refuses_rows_not_held_and_releases_nothing(cli_app, relay, othe
         assert f"{key}: no such submission" in result.output
     else:
         assert f"{key} is {other}, only spam or dropped" in result.output
+        row_id = row(cli_app, key).id
+        by_id = run(cli_app, "release", str(row_id))
+        assert by_id.exit_code == 1
+        assert f"{row_id} ({key}) is {other}" in by_id.output
     assert states(cli_app) == before
     sent_before = len(relay.received)
     deliver(cli_app)
