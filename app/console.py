@@ -409,6 +409,7 @@ def submission(receipt: str) -> ResponseReturnValue:
         action=ActionForm(),
         can_retry=row.state in ("pending", "failed"),
         can_release=row.state in HELD and bool(detail.raw),
+        tombstone=row.state == "dropped" and not detail.raw,
         verdict=Verdict.from_json(row.verdict),
         confirming=request.args.get("confirm") == "delete",
     )

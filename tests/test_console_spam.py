@@ -131,6 +131,8 @@ def test_a_dropped_tombstone_without_its_message_offers_no_release(console, owne
     assert "Spam verdict: dropped" in text_of(page)
     assert "its message was not kept, so there is nothing to release" in page
     assert "Release and deliver" not in page
+    assert "the fields and the message were not kept" in page
+    assert "The email as sent" not in page
 
 
 @pytest.mark.parametrize("path", ["/admin/s/{r}/release", "/admin/bulk/release"])
