@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 import os
 import signal
+from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .ledger import STATES, Ledger
+from .ledger import STATES, Detail, Ledger
+from .ledger.content import load_fields
+from .ledger.release import HELD
 from .services import services
+from .spam import Verdict
 
 outbox = AppGroup("outbox", help="Inspect and manage the delivery queue.")
 # Row ids are 64-bit on PostgreSQL and SQLite alike.
@@ -110,18 +114,166 @@ def list_command(state: str | None, limit: int) -> None:
     if not rows:
         click.echo("no submissions" + (f" in state {state}" if state else ""))
         return
+    # Rows the spam verdict held back have no relay reply: their reasons instead.
+    held = state in HELD
     click.echo(
         f"{'ID':>6}  {'RECEIPT':<9}  {'STATE':<7}  {'AGE':>5}  {'TRIES':>5}  "
-        f"{'TO':<12}  {'SUBJECT':<30}  LAST REPLY"
+        f"{'TO':<12}  {'SUBJECT':<30}  {'REASONS' if held else 'LAST REPLY'}"
     )
     for r in rows:
         subject = r.subject if len(r.subject) <= 30 else r.subject[:29] + "…"
         reply = (r.last_reply or "").replace("\n", " ")
+        if held:
+            reply = reason_codes(r.verdict)
         click.echo(
             f"{r.id:>6}  {r.receipt:<9}  {r.state:<7}  {_age(now - r.created_at):>5}  "
             f"{r.attempts:>5}  {r.recipient_alias[:12]:<12}  {subject:<30}  "
             f"{reply[:60]}"
         )
+
+
+def reason_codes(stored: str | None) -> str:
+    """The stored verdict's reason codes, comma-separated ("-" for none)."""
+    verdict = Verdict.from_json(stored)
+    return ",".join(verdict.codes) if verdict and verdict.codes else "-"
+
+
+def _resolve(key: str) -> str | None:
+    """The receipt a row ID (digits, as `list` shows) or a receipt names."""
+    key = key.strip()
+    if key.isascii() and key.isdigit():
+        number = int(key)
+        return _ledger().receipt_of(number) if 1 <= number <= MAX_ID else None
+    if len(key) > 16:
+        return None
+    found = _ledger().row(key.upper())
+    return None if found is None else found.receipt
+
+
+def _named(key: str, receipt: str) -> str:
+    """The row as the operator named it, with its receipt when named by ID."""
+    return receipt if key.strip().upper() == receipt else f"{key} ({receipt})"
+
+
+def _refuse(message: str) -> NoReturn:
+    """Say why on stderr and exit 1 (no traceback, no "Error:" prefix)."""
+    click.echo(message, err=True)
+    raise SystemExit(1)
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@outbox.command("show")
+@click.argument("key", metavar="ID")
+def show_command(key: str) -> None:
+    """Show one submission (row ID or receipt): fields, state, verdict, timeline."""
+    receipt = _resolve(key)
+    detail = _ledger().detail(receipt) if receipt else None
+    if detail is None:
+        _refuse(f"no submission {key}")
+    for line in describe(detail):
+        click.echo(line)
+
+
+def describe(detail: Detail) -> list[str]:
+    """The lines `outbox show` prints for a submission."""
+    r = detail.row
+    lines = [
+        f"receipt     {r.receipt}",
+        f"id          {r.id}",
+        f"form        {r.form_id}",
+        f"state       {'erased' if detail.erased else r.state}",
+        f"to          {r.recipient_alias}",
+        f"subject     {r.subject or '-'}",
+        f"received    {_when(r.created_at)}",
+        f"from        {' '.join(x for x in (r.name, r.email) if x) or '-'}",
+        f"client ip   {r.client_ip or '-'}",
+        f"origin      {r.origin or '-'}",
+        f"user agent  {r.user_agent or '-'}",
+        f"attempts    {r.attempts}",
+        f"last reply  {(r.last_reply or '-').replace(chr(10), ' ')}",
+    ]
+    if detail.erased:
+        lines.append(f"erased      {_when(r.erased_at)}")
+    fields = detail.fields if detail.fields is not None else load_fields(r.fields)
+    if fields:
+        lines.append("fields:")
+        lines += [f"  {name}: {value}" for name, value in fields]
+    verdict = Verdict.from_json(r.verdict)
+    if verdict is None:
+        lines.append("verdict     - (stored without one)")
+    else:
+        lines.append(f"verdict     {verdict.name} (score {verdict.score:g})")
+        if verdict.reasons:
+            lines.append(
+                f"  {'LAYER':<10} {'RULE':<22} {'VALUE':<24} {'THRESHOLD':<20} SCORE"
+            )
+        for reason in verdict.reasons:
+            weight = f"{reason.score:g}"
+            if reason.action != "score":
+                weight += f" ({reason.action})"
+            lines.append(
+                f"  {reason.layer:<10} {reason.rule:<22} {reason.value or '-':<24} "
+                f"{reason.threshold or '-':<20} {weight}"
+            )
+    if detail.attempts:
+        lines.append("timeline:")
+        for attempt in detail.attempts:
+            kind = f" ({attempt.error_kind})" if attempt.error_kind else ""
+            reply = (attempt.reply or "").replace("\n", " ")
+            lines.append(f"  {_when(attempt.at)}  {attempt.outcome}{kind}  {reply}")
+    return lines
+
+
+@outbox.command("release")
+@click.argument("keys", nargs=-1, required=True, metavar="ID...")
+def release_command(keys: tuple[str, ...]) -> None:
+    """Deliver spam or dropped submissions after all (row IDs or receipts).
+
+    Releases nothing unless every ID names a submission in state spam or
+    dropped that still holds its message.
+    """
+    ledger = _ledger()
+    receipts: list[str] = []
+    problems: list[str] = []
+    for key in keys:
+        receipt = _resolve(key)
+        detail = ledger.detail(receipt) if receipt else None
+        found = detail.row if detail else None
+        if detail is None:
+            problems.append(f"{key}: no such submission")
+        elif found.state not in HELD:
+            problems.append(
+                f"{_named(key, found.receipt)} is {found.state}, "
+                "only spam or dropped submissions can be released"
+            )
+        elif not detail.raw:
+            problems.append(
+                f"{_named(key, found.receipt)} was dropped without its message, "
+                "there is nothing to deliver"
+            )
+        else:
+            receipts.append(found.receipt)
+    if problems:
+        _refuse("nothing released:\n  " + "\n  ".join(problems))
+    receipts = list(dict.fromkeys(receipts))
+    # Who, as far as the shell knows: the timeline says who overruled a verdict.
+    user = os.environ.get("USER") or os.environ.get("LOGNAME")
+    by = "outbox release" + (f" (user {user[:64]})" if user else "")
+    count = ledger.release_spam(receipts, by=by)
+    for receipt in receipts:
+        shown = ledger.row(receipt)
+        if shown is not None and shown.state not in HELD:
+            click.echo(f"released {receipt} ({shown.form_id}: {shown.subject})")
+        else:  # changed by someone else meanwhile
+            click.echo(f"not released {receipt}", err=True)
+    click.echo(f"released {count} message{'s' if count != 1 else ''}")
+    if count < len(receipts):
+        raise SystemExit(1)
 
 
 @outbox.command("retry")

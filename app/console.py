@@ -1,7 +1,8 @@
 """The owner's console under /admin: log in, the inbox, dashboard and forms.
 
-The inbox (search, filters, keyset pages), a submission's page, retry and
-delete (one, or every one matching the filter, behind CSRF and a
+The inbox (search, filters, keyset pages; spam and dropped posts in their
+own view), a submission's page (with the spam verdict's reasons), retry,
+release and delete (one, or every one matching the filter, behind CSRF and a
 confirmation) and the streamed exports (writing in export.py) read and act
 through the ledger; only the count of matches is built here, from the
 ledger's own query (search.matching), as the ledger has no count.
@@ -53,10 +54,12 @@ from .fieldmap import HONEYPOTS
 from .ledger import STATES, BadCursor, Filters, submissions
 from .ledger.content import read_message
 from .ledger.driver import reading
+from .ledger.release import HELD
 from .ledger.search import matching
 from .origin import client_ip
 from .owners import Owner
 from .services import services
+from .spam import Verdict
 
 # Log-in attempts, as token buckets in the ledger (so they hold across workers
 # and machines): a burst of this many, refilled over this many seconds. Per
@@ -148,6 +151,12 @@ def duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{hours} h {minutes % 60} min"
     return f"{days} d {hours % 24} h"
+
+
+@bp.app_template_filter("verdict")
+def verdict_of(stored: str | None) -> Verdict | None:
+    """Read a row's stored spam verdict (None for rows stored without one)."""
+    return Verdict.from_json(stored)
 
 
 def _idle_timeout() -> float:
@@ -271,11 +280,20 @@ def read_filters(args: Any) -> InboxQuery:
     if since is not None and until is not None and since >= until:
         errors.append("From must be on or before To.")
     query = InboxQuery(
-        q, form, state, start, end, Filters(q or None, form or None, state or None)
+        q,
+        form,
+        state,
+        start,
+        end,
+        Filters(q or None, form or None, state or None, hide=() if state else HELD),
     )
     if errors:
         raise FilterError(" ".join(errors), query)
-    filters = Filters(q or None, form or None, state or None, since, until)
+    # Without a state the inbox shows what reached the owner: spam and
+    # dropped posts have their own view (state=spam, state=dropped), so a
+    # flood of bots never buries a customer's message.
+    hide = () if state else HELD
+    filters = Filters(q or None, form or None, state or None, since, until, hide)
     return InboxQuery(q, form, state, start, end, filters)
 
 
@@ -325,6 +343,7 @@ def inbox() -> ResponseReturnValue:
             until=query.filters.until,
             cursor=cursor,
             limit=PAGE_SIZE,
+            hide=query.filters.hide,
         )
     except BadCursor:
         return _stale_link(), 400
@@ -341,11 +360,15 @@ def inbox() -> ResponseReturnValue:
 
 
 def _inbox_page(query: InboxQuery, **values: Any) -> str:
+    # The spam views' counts: a count per state through the state index, not
+    # the whole table's, so the inbox stays quick under a flood of bots.
     return render_template(
         "console/inbox.html",
         query=query,
         forms=_form_choices(query.form),
         states=STATES,
+        held=HELD,
+        held_counts=services().ledger.count_in(HELD),
         action=ActionForm(),
         **values,
     )
@@ -385,6 +408,9 @@ def submission(receipt: str) -> ResponseReturnValue:
         text=text,
         action=ActionForm(),
         can_retry=row.state in ("pending", "failed"),
+        can_release=row.state in HELD and bool(detail.raw),
+        tombstone=row.state == "dropped" and not detail.raw,
+        verdict=Verdict.from_json(row.verdict),
         confirming=request.args.get("confirm") == "delete",
     )
 
@@ -424,6 +450,22 @@ def retry_one(receipt: str) -> ResponseReturnValue:
     return redirect(url_for(".submission", receipt=receipt))
 
 
+@bp.post("/s/<receipt>/release")
+@login_required
+def release_one(receipt: str) -> ResponseReturnValue:
+    """Deliver a spam or dropped submission after all: it joins the queue now."""
+    _confirmed_action()
+    done = services().ledger.release_spam([receipt], by=current_user.email)
+    _log_action("released", done)
+    flash(
+        _said(done, "released: it is queued for delivery")
+        if done
+        else "Nothing to release: only spam or dropped submissions that kept "
+        "their message can be released."
+    )
+    return redirect(url_for(".submission", receipt=receipt))
+
+
 @bp.post("/s/<receipt>/delete")
 @login_required
 def delete_one(receipt: str) -> ResponseReturnValue:
@@ -440,8 +482,8 @@ def delete_one(receipt: str) -> ResponseReturnValue:
 @bp.route("/bulk/<action>", methods=["GET", "POST"])
 @login_required
 def bulk(action: str) -> ResponseReturnValue:
-    """Confirm, then retry or delete every submission matching the filter."""
-    if action not in ("retry", "delete"):
+    """Confirm, then retry, release or delete every submission matching the filter."""
+    if action not in ("retry", "release", "delete"):
         abort(404)
     source = request.args if request.method == "GET" else request.form
     try:
@@ -465,6 +507,9 @@ def bulk(action: str) -> ResponseReturnValue:
     if action == "retry":
         done = ledger.retry_matching(query.filters)
         flash(_said(done, "queued to retry"))
+    elif action == "release":
+        done = ledger.release_matching(query.filters, by=current_user.email)
+        flash(_said(done, "released: queued for delivery"))
     else:
         done = ledger.erase_matching(query.filters)
         flash(_said(done, "deleted"))

@@ -471,6 +471,7 @@ ROUTES = [
     ("GET", "/admin/forms"),
     ("GET", "/admin/s/<receipt>"),
     ("POST", "/admin/s/<receipt>/retry"),
+    ("POST", "/admin/s/<receipt>/release"),
     ("POST", "/admin/s/<receipt>/delete"),
     ("GET", "/admin/bulk/<action>"),
     ("POST", "/admin/bulk/<action>"),

@@ -15,6 +15,7 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | search.py      | filters, search queries, keyset page cursors                 |
 | timeline.py    | delivery attempts; a submission's detail                     |
 | actions.py     | retry now, erase to a tombstone (counter kept exact)         |
+| release.py     | spam and dropped rows released to the queue by an owner      |
 | queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
 | owners.py      | the console's owner accounts (argon2id hashes only)          |
 | tokens.py      | API tokens (SHA-256 of each token only)                      |

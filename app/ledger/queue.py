@@ -51,6 +51,7 @@ from .limits import (
     peek,
     take_token,
 )
+from .release import release as release_rows
 from .schema import (
     BACKLOG,
     BOUNDS,
@@ -756,6 +757,18 @@ class Ledger:
             relay=None if relay is None else dict(relay._mapping),
         )
 
+    def count_in(self, states: Sequence[str]) -> dict[str, int]:
+        """Count the rows in each of these states (through the state index)."""
+        c = submissions.c
+        query = (
+            select(c.state, func.count())
+            .where(c.state.in_(list(states)))
+            .group_by(c.state)
+        )
+        with self._reading() as conn:
+            found = dict(conn.execute(query).all())
+        return {state: found.get(state, 0) for state in states}
+
     def rows(self, state: str | None = None, limit: int = 50) -> list[Any]:
         """List submissions, newest first, without their message bytes."""
         query = select(*_LISTED).order_by(submissions.c.id.desc()).limit(limit)
@@ -763,6 +776,12 @@ class Ledger:
             query = query.where(submissions.c.state == state)
         with self._reading() as conn:
             return list(conn.execute(query).all())
+
+    def receipt_of(self, row_id: int) -> str | None:
+        """Return the receipt of the row with this id, or None."""
+        with self._reading() as conn:
+            query = select(submissions.c.receipt).where(submissions.c.id == row_id)
+            return conn.execute(query).scalar_one_or_none()
 
     def row(self, receipt: str) -> Any | None:
         """Return the submission with this receipt (no message bytes), or None."""
@@ -828,15 +847,17 @@ class Ledger:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        hide: tuple[str, ...] = (),
     ) -> Page:
         """Return one page of matching rows, newest first, and the next cursor.
 
         `query` is plain words, all of which must match (search.py). Raise
-        BadCursor for a cursor this ledger did not hand out.
+        BadCursor for a cursor this ledger did not hand out. Rows in a state
+        named in `hide` are left out.
         """
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        filters = Filters(query, form, state, since, until)
+        filters = Filters(query, form, state, since, until, hide)
         below = decode_cursor(cursor)
         stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
         if stmt is None:
@@ -877,6 +898,29 @@ class Ledger:
     def erase(self, receipts: Sequence[str]) -> int:
         """Erase these rows to tombstones (actions.py); return how many."""
         return self._by_receipts(receipts, actions.erase)
+
+    def release_spam(self, receipts: Sequence[str], by: str | None = None) -> int:
+        """Deliver these spam or dropped rows after all; return how many moved.
+
+        In one transaction: each named row in state spam or dropped (with
+        its message) goes to pending, due now, its verdict kept and the
+        release (by whom) in its timeline. Rows in any other state, and
+        unknown receipts, are left alone and not counted.
+        """
+        receipts = list(receipts)
+        now = self.clock.now()
+        done = 0
+        with self._writing() as conn:
+            for start in range(0, len(receipts), actions.BATCH):
+                chunk = receipts[start : start + actions.BATCH]
+                query = select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
+                ids = list(conn.execute(query).scalars())
+                done += release_rows(conn, ids, now, by)
+        return done
+
+    def release_matching(self, filters: Filters, by: str | None = None) -> int:
+        """Release every spam or dropped row matching `filters`, in batches."""
+        return self._by_filter(filters, functools.partial(release_rows, by=by))
 
     def retry_matching(self, filters: Filters) -> int:
         """Retry now every row matching `filters`, in bounded batches."""
