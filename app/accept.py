@@ -4,7 +4,7 @@ The hosted form, `/f/<form>` and the doctor's send test each parse their
 input into a `Post`, then call `accept()`, which composes the message, runs
 the spam gate (app/spam/gate.py), checks the limits, stores it durably with
 its verdict and counts and logs it. Every verdict stores one row (pending,
-`spam` or a `dropped` tombstone), so the visitor's answer and its timing
+`spam` or `dropped`), so the visitor's answer and its timing
 are the same for all three. `decoy()` is left for a post that cannot even
 be composed (the hosted form's honeypot filled on an invalid form).
 A new gate (attachments, more channels) is added here, once.

@@ -87,8 +87,8 @@ def submit(form_id: str) -> ResponseReturnValue:
             form.id,
             len(found.ignored_cc),
         )
-    # A filled honeypot goes through accept() too: the spam gate drops it
-    # to a tombstone, and the answer (and its timing) is a real post's.
+    # A filled honeypot goes through accept() too: the spam gate stores it
+    # as `dropped`, and the answer (and its timing) is a real post's.
     svc = services()
     receipt = accept(
         svc,

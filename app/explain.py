@@ -294,8 +294,8 @@ def explain(
         )
     else:
         result.outcome = (
-            "the visitor sees success; dropped: a tombstone with the reasons, "
-            "nothing delivered"
+            "the visitor sees success; stored as dropped (hidden), not delivered "
+            "unless released"
         )
     return result
 

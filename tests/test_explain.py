@@ -104,7 +104,11 @@ GOOD = "name=Ada\nemail=ada@example.net\nmessage=A question about engines.\n"
         pytest.param(
             "email=ada@example.net\nmessage=Hi\n_gotcha=on\n",
             1,
-            ["honeypot filled (left empty): drop", "verdict  drop", "tombstone"],
+            [
+                "honeypot filled (left empty): drop",
+                "verdict  drop",
+                "stored as dropped",
+            ],
             id="honeypot",
         ),
         pytest.param(

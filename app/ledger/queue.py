@@ -319,18 +319,13 @@ class Ledger:
 
         `verdict` (accept, quarantine, drop) picks the state: `pending` for
         the workers, `spam` (kept, never claimed until released) or
-        `dropped`, a tombstone without the message, the content or the
-        subject: only `verdict_json` (the reasons) and `body_digest` stay.
-        The limits and dedupe apply the same to all three.
+        `dropped` (never claimed; hidden from the inbox). A dropped row keeps
+        its message, so an owner can still release a real customer's post
+        that a browser's autofill put into the honeypot; retention erases it
+        like any other. The limits and dedupe apply the same to all three.
         """
         now = self.clock.now()
         state = VERDICT_STATES[verdict]
-        if state == "dropped":
-            content = Content(origin=content.origin if content else None)
-            envelope = Envelope(
-                envelope.mail_from, envelope.recipients, b"", envelope.message_id
-            )
-            subject = ""
         content = content or Content()
         receipt = new_receipt()
         row = {
@@ -354,8 +349,6 @@ class Ledger:
             "verdict": verdict_json,
             "body_digest": body_digest,
         }
-        if state == "dropped":
-            row["fields"] = None  # as an erased row: no content at all
         _check_fits(row)
         search = search_columns(
             row["subject"], content.name, content.email, content.message, content.fields

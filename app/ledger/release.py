@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from .limits import add_to_backlog
 from .schema import BACKLOG, counters, delivery_attempts, submissions
 
-# Held back by the spam verdict: quarantined, or dropped as a tombstone.
+# Held back by the spam verdict: quarantined, or dropped.
 HELD = ("spam", "dropped")
 # The timeline's outcome for a row an owner released (timeline.py).
 RELEASED = "released"
@@ -29,8 +29,8 @@ def release(
 ) -> int:
     """Move spam and dropped rows to pending, due now; leave every other row alone.
 
-    A dropped row whose message was not kept (a tombstone) has nothing to
-    deliver and stays as it is. Return how many rows moved.
+    A row whose message is gone (erased by an owner or retention) has
+    nothing to deliver and stays as it is. Return how many rows moved.
     """
     if not ids:
         return 0

@@ -35,8 +35,8 @@ from . import index
 from .content import read_message, search_columns
 
 # `spam`: quarantined by the spam verdict, stored but not delivered until an
-# owner releases it. `dropped`: a tombstone of a post the verdict dropped
-# (no content, no message; the reasons stay in `verdict`).
+# owner releases it. `dropped`: a post the verdict dropped, kept (with its
+# reasons in `verdict`) so an owner can still release a false drop.
 STATES = ("pending", "sending", "sent", "failed", "spam", "dropped", "deleted")
 # What the visitor sent, cleared when a row is erased (a tombstone is left).
 CONTENT_COLUMNS = ("name", "email", "message", "fields", "user_agent", "client_ip")
