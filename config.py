@@ -7,11 +7,13 @@ naming the variable, so the service refuses to start instead of limping along.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 import ssl
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -22,6 +24,7 @@ from dotenv import dotenv_values, find_dotenv, load_dotenv
 from email_validator import EmailNotValidError, validate_email
 
 from app.message import header_text_problem
+from app.spam.settings import SpamSettings
 from app.urls import is_loopback, normalize_host, normalize_origin
 
 # MAIL_FROM: a display name (anything, as written) before one <address>.
@@ -162,6 +165,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["MIN_FILL_SECONDS"] = env.number("MIN_FILL_SECONDS", 3.0, 0.0, 3600.0)
     cfg["DEDUPE_WINDOW"] = env.number("DEDUPE_WINDOW", 600.0, 0.0, 7 * 86400.0)
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
+    cfg["SPAM_DEFAULTS"] = _spam_defaults(env)
+    cfg["RSPAMD_URL"] = _rspamd_url(env)
+    cfg["RSPAMD_TIMEOUT"] = env.number("RSPAMD_TIMEOUT", 5.0, 0.1, 120.0)
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
     cfg.update(_dkim(env, cfg["MAIL_FROM"]))
@@ -304,6 +310,132 @@ def parse_rate_limit(variable: str, value: str) -> tuple[tuple[int, int], ...]:
         seconds = RATE_UNITS[unit] * int(multiple or 1)
         limits.append((int(count), seconds))
     return tuple(limits)
+
+
+def _spam_defaults(env: _Env) -> SpamSettings:
+    """Read the SPAM_* defaults every form starts from (FORMS_FILE overrides)."""
+    base = SpamSettings()
+    fail = env.choice("SPAM_FAIL", ("open", "closed"), base.fail)
+    pow_mode = env.choice(
+        "SPAM_PROOF_OF_WORK", ("off", "score", "required"), base.proof_of_work
+    )
+    settings = SpamSettings(
+        fail="closed" if fail == "closed" else "open",
+        quarantine_at=env.number("SPAM_QUARANTINE_AT", base.quarantine_at, 0.1, 1000.0),
+        drop_at=env.number("SPAM_DROP_AT", base.drop_at, 0.1, 1000.0),
+        proof_of_work=(
+            "off"
+            if pow_mode == "off"
+            else "required"
+            if pow_mode == "required"
+            else "score"
+        ),
+        max_links=env.integer("SPAM_MAX_LINKS", base.max_links, 0, 1000),
+        blocked_words=tuple(
+            parse_blocked_word("SPAM_BLOCKED_WORDS", w)
+            for w in env.items("SPAM_BLOCKED_WORDS")
+        ),
+        blocked_email_domains=tuple(
+            parse_email_domain("SPAM_BLOCKED_EMAIL_DOMAINS", d)
+            for d in env.items("SPAM_BLOCKED_EMAIL_DOMAINS")
+        ),
+        blocked_networks=tuple(
+            parse_network("SPAM_BLOCKED_NETWORKS", n)
+            for n in env.items("SPAM_BLOCKED_NETWORKS")
+        ),
+        repeat_window=env.number(
+            "SPAM_REPEAT_WINDOW", base.repeat_window, 0.0, 30 * 86400.0
+        ),
+        rspamd_quarantine_at=env.number(
+            "SPAM_RSPAMD_QUARANTINE_AT", base.rspamd_quarantine_at, -1000.0, 1000.0
+        ),
+        rspamd_drop_at=env.number(
+            "SPAM_RSPAMD_DROP_AT", base.rspamd_drop_at, -1000.0, 1000.0
+        ),
+    )
+    check_thresholds(
+        "SPAM_QUARANTINE_AT and SPAM_DROP_AT",
+        "SPAM_RSPAMD_QUARANTINE_AT and SPAM_RSPAMD_DROP_AT",
+        settings,
+    )
+    return settings
+
+
+def check_thresholds(where: str, rspamd_where: str, settings: SpamSettings) -> None:
+    """Refuse a drop threshold at or under the quarantine threshold."""
+    if settings.drop_at <= settings.quarantine_at:
+        raise ConfigError(
+            f"{where}: drop_at ({settings.drop_at:g}) must be above "
+            f"quarantine_at ({settings.quarantine_at:g})"
+        )
+    if settings.rspamd_drop_at <= settings.rspamd_quarantine_at:
+        raise ConfigError(
+            f"{rspamd_where}: rspamd_drop_at ({settings.rspamd_drop_at:g}) must be "
+            f"above rspamd_quarantine_at ({settings.rspamd_quarantine_at:g})"
+        )
+
+
+def parse_blocked_word(variable: str, value: str) -> str:
+    """Check one blocked word or phrase: 1-100 characters, no control characters."""
+    word = value.strip()
+    if not 1 <= len(word) <= 100 or not word.isprintable():
+        raise ConfigError(
+            f"{variable}: {value!r} must be a word or phrase of 1-100 characters"
+        )
+    return word
+
+
+def parse_email_domain(variable: str, value: str) -> str:
+    """Normalise an email domain to block (`example.com`; subdomains match too)."""
+    domain = value.strip().lower().rstrip(".")
+    if not domain or "@" in domain or "/" in domain or ":" in domain:
+        raise ConfigError(
+            f"{variable}: {value!r} is not a domain like example.com (no @ or URL)"
+        )
+    host = parse_host(variable, domain)
+    if "." not in host:
+        raise ConfigError(f"{variable}: {value!r} is not a domain like example.com")
+    return host
+
+
+def parse_network(
+    variable: str, value: str
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse an IP address or CIDR block (`203.0.113.7`, `198.51.100.0/24`)."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{variable}: {value!r} is not an IP address or network "
+            f"(host bits must be zero, e.g. 198.51.100.0/24): {exc}"
+        ) from None
+
+
+def _rspamd_url(env: _Env) -> str | None:
+    """Read RSPAMD_URL: an http(s) URL of rspamd's normal worker, no query."""
+    raw = env.text("RSPAMD_URL")
+    if raw is None:
+        return None
+    parts = urllib.parse.urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+        or port == -1
+        or any(ch.isspace() for ch in raw)
+    ):
+        raise ConfigError(
+            "RSPAMD_URL must be an http(s) URL like http://127.0.0.1:11333 "
+            f"(no query, fragment or credentials), got {raw!r}"
+        )
+    return raw.rstrip("/")
 
 
 def _checked_address(variable: str, addr: str) -> str:

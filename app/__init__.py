@@ -129,6 +129,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
         backlog_limit=app.config["BACKLOG_LIMIT"],
         dedupe_window=app.config["DEDUPE_WINDOW"],
+        spam_defaults=app.config["SPAM_DEFAULTS"],
         owners=Owners(OwnerStore(engine, clock)),
     )
 

@@ -1,10 +1,13 @@
 """The one accept path. Every way in ends here: parse, accept, respond.
 
 The hosted form, `/f/<form>` and the doctor's send test each parse their
-input into a `Post`, then call `accept()`, which composes the message,
-checks the limits, stores it durably and counts and logs it; or `decoy()`,
-for a post that is answered like success and never stored (the honeypot).
-A new gate (a spam verdict, attachments, more channels) is added here, once.
+input into a `Post`, then call `accept()`, which composes the message, runs
+the spam gate (app/spam/gate.py), checks the limits, stores it durably with
+its verdict and counts and logs it. Every verdict stores one row (pending,
+`spam` or a `dropped` tombstone), so the visitor's answer and its timing
+are the same for all three. `decoy()` is left for a post that cannot even
+be composed (the hosted form's honeypot filled on an invalid form).
+A new gate (attachments, more channels) is added here, once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .compose import Submission, compose, new_message_id
 from .ledger import Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
+from .spam import ACCEPT, SpamContext, Verdict
+from .spam.gate import body_digest, evaluate
 
 log = logging.getLogger("formpost.accept")
 
@@ -49,6 +54,31 @@ class Post:
     limits: Limits | None = None
     origin: str | None = None
     user_agent: str | None = None
+    # What the spam gate sees beyond the fields above: everything posted
+    # (steering fields and tokens included), whether the honeypot was
+    # filled, and the hosted form's fill time. `scored` False: no visitor
+    # sent it (the doctor's test), so no gate runs.
+    pairs: tuple[tuple[str, str], ...] = ()
+    honeypot_filled: bool = False
+    fill_seconds: float | None = None
+    scored: bool = True
+
+    def spam_context(self, message_bytes: bytes = b"") -> SpamContext:
+        """Return what the spam layers see of this post."""
+        return SpamContext(
+            form_id=self.form_id,
+            pairs=self.pairs or self.content().fields,
+            subject=self.subject,
+            name=self.name,
+            email=self.email,
+            message=self.message,
+            client_ip=self.client_ip,
+            origin=self.origin,
+            user_agent=self.user_agent,
+            honeypot_filled=self.honeypot_filled,
+            fill_seconds=self.fill_seconds,
+            message_bytes=message_bytes,
+        )
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -104,13 +134,15 @@ def content_fingerprint(post: Post) -> str | None:
 
 
 def accept(services: Services, post: Post) -> str:
-    """Compose, check the limits and commit the post; return its receipt.
+    """Compose, judge, check the limits and commit the post; return its receipt.
 
-    A repeat (the same form token or Idempotency-Key, or the same content
-    from the same client within DEDUPE_WINDOW) gets the first post's
-    receipt and stores nothing. Only a committed post gets a receipt. Raise
-    LimitExceeded when a limit refuses it and StorageError when nothing
-    could be stored; handlers.py turns both into answers.
+    The spam verdict picks the stored state (pending, spam, dropped); the
+    limits and dedupe apply to all three alike, in the storing
+    transaction. A repeat (the same form token or Idempotency-Key, or the
+    same content from the same client within DEDUPE_WINDOW) gets the first
+    post's receipt and stores nothing. Only a committed post gets a
+    receipt. Raise LimitExceeded when a limit refuses it and StorageError
+    when nothing could be stored; handlers.py turns both into answers.
     """
     recipients = services.recipients
     mail_from = services.mail_from
@@ -128,6 +160,8 @@ def accept(services: Services, post: Post) -> str:
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
     )
+    verdict = judge(services, post, message.data)
+    digest = body_digest(post.message) if post.message.strip() else None
     receipt = services.ledger.enqueue(
         message,
         form_id=post.form_id,
@@ -140,14 +174,43 @@ def accept(services: Services, post: Post) -> str:
         if post.limits is not None and post.limits.dedupe_window
         else None,
         content=post.content(),
+        verdict=verdict.name,
+        verdict_json=verdict.to_json() if post.scored else None,
+        body_digest=digest,
     )
-    metrics.submission(post.form_id, "accepted")
+    metrics.submission(post.form_id, OUTCOMES[verdict.name])
+    if post.scored:
+        metrics.verdict(
+            post.form_id, verdict.name, [(r.layer, r.rule) for r in verdict.reasons]
+        )
+    codes = ",".join(verdict.codes) or None
     if has_request_context():
-        # The request's one log line (logs.py) carries the receipt.
+        # The request's one log line (logs.py) carries the receipt, the
+        # verdict and its reason codes; never what the visitor wrote.
         g.receipt = receipt
+        g.verdict = verdict.name
+        g.reasons = codes
     else:
-        log.info("stored receipt=%s form=%s", receipt, post.form_id)
+        log.info(
+            "stored receipt=%s form=%s verdict=%s reasons=%s",
+            receipt,
+            post.form_id,
+            verdict.name,
+            codes or "",
+        )
     return receipt
+
+
+# The submissions counter's outcome per verdict (metrics.py).
+OUTCOMES = {"accept": "accepted", "quarantine": "quarantined", "drop": "dropped"}
+
+
+def judge(services: Services, post: Post, message_bytes: bytes = b"") -> Verdict:
+    """Run the form's spam layers over the post (none for the doctor's test)."""
+    if not post.scored:
+        return ACCEPT
+    settings = services.spam_settings(post.form_id)
+    return evaluate(post.spam_context(message_bytes), settings, services)
 
 
 def decoy(form_id: str, reason: str) -> str:

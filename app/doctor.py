@@ -578,6 +578,7 @@ class Doctor:
                 recipient=alias,
                 subject=subject,
                 message="This is a test message sent by `flask --app wsgi doctor`.",
+                scored=False,  # the operator's own test: no spam gate
             ),
         )
         deadline = time.monotonic() + max(wait, 0.0)

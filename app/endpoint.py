@@ -22,7 +22,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from .accept import Post, accept, decoy
+from .accept import Post, accept
 from .answers import wants_json
 from .errors import Rejected
 from .fieldmap import collect, interpret
@@ -84,10 +84,8 @@ def submit(form_id: str) -> ResponseReturnValue:
             form.id,
             len(found.ignored_cc),
         )
-    if found.honeypot:
-        # Answer exactly as for a real post, so a bot learns nothing.
-        return _accepted(form, decoy(form.id, "honeypot"), found.redirect, origin)
-
+    # A filled honeypot goes through accept() too: the spam gate drops it
+    # to a tombstone, and the answer (and its timing) is a real post's.
     svc = services()
     receipt = accept(
         svc,
@@ -105,6 +103,8 @@ def submit(form_id: str) -> ResponseReturnValue:
             limits=svc.limits(form.rate_limit),
             origin=origin,
             user_agent=request.headers.get("User-Agent"),
+            pairs=tuple(pairs),
+            honeypot_filled=found.honeypot,
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)

@@ -145,7 +145,7 @@ def interpret(
 
     honeypot_names = set(HONEYPOTS) | {form.honeypot.lower()}
     if any(lowered.get(n, "").strip() for n in honeypot_names):
-        # A bot: answered exactly like success by the caller, nothing stored.
+        # A bot: the spam gate drops it; answered exactly like success.
         return Interpreted(
             recipient=form.recipients[0],
             fields=[],

@@ -8,15 +8,27 @@ and the key.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from config import ConfigError, parse_host, parse_origin, parse_rate_limit
+from config import (
+    ConfigError,
+    check_thresholds,
+    parse_blocked_word,
+    parse_email_domain,
+    parse_host,
+    parse_network,
+    parse_origin,
+    parse_rate_limit,
+)
 
 from .compose import header_text_problem
+from .spam.settings import CaptchaSettings, SpamSettings
 
 FORM_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 FIELD_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -28,6 +40,31 @@ KEYS = {
     "honeypot",
     "rate_limit",
     "required",
+    "spam",
+}
+SPAM_KEYS = {
+    "fail",
+    "quarantine_at",
+    "drop_at",
+    "proof_of_work",
+    "captcha",
+    "max_links",
+    "blocked_words",
+    "blocked_patterns",
+    "blocked_email_domains",
+    "blocked_networks",
+    "repeat_window",
+    "rspamd_quarantine_at",
+    "rspamd_drop_at",
+}
+CAPTCHA_KEYS = {
+    "provider",
+    "secret",
+    "secret_file",
+    "site_key",
+    "min_score",
+    "verify_url",
+    "timeout",
 }
 
 
@@ -43,6 +80,7 @@ class FormDef:
     honeypot: str = "_gotcha"
     rate_limit: tuple[tuple[int, int], ...] = ()
     required: tuple[str, ...] = ()
+    spam: SpamSettings = field(default_factory=SpamSettings)
 
     def make_subject(self, visitor_subject: str) -> str:
         """Apply the template (with `{subject}`) or prefix to the visitor's subject."""
@@ -57,6 +95,7 @@ class FormDef:
 def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
     """Return every form by id: `default` from the environment, others from TOML."""
     aliases = tuple(config["MAIL_RECIPIENTS"])
+    spam_defaults = config.get("SPAM_DEFAULTS") or SpamSettings()
     forms = {
         "default": FormDef(
             id="default",
@@ -64,6 +103,7 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             allowed_origins=frozenset(config["ALLOWED_ORIGINS"]),
             redirect_hosts=frozenset(config["REDIRECT_HOSTS"]),
             rate_limit=config["RATE_LIMIT"],
+            spam=spam_defaults,
         )
     }
     path = config.get("FORMS_FILE")
@@ -73,7 +113,9 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"FORMS_FILE {path}: {exc}") from None
-        forms.update(parse_forms(data, aliases, config["RATE_LIMIT"], path))
+        forms.update(
+            parse_forms(data, aliases, config["RATE_LIMIT"], path, spam_defaults)
+        )
     return forms
 
 
@@ -82,6 +124,7 @@ def parse_forms(
     aliases: tuple[str, ...],
     default_rate: tuple[tuple[int, int], ...],
     source: str = "FORMS_FILE",
+    spam_defaults: SpamSettings | None = None,
 ) -> dict[str, FormDef]:
     """Validate the parsed TOML: a `[forms.<id>]` table per form."""
     extra = set(data) - {"forms"}
@@ -107,7 +150,14 @@ def parse_forms(
             raise ConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(KEYS)}"
             )
-        result[form_id] = _parse_form(form_id, table, aliases, default_rate, where)
+        result[form_id] = _parse_form(
+            form_id,
+            table,
+            aliases,
+            default_rate,
+            where,
+            spam_defaults or SpamSettings(),
+        )
     return result
 
 
@@ -127,6 +177,7 @@ def _parse_form(
     aliases: tuple[str, ...],
     default_rate: tuple[tuple[int, int], ...],
     where: str,
+    spam_defaults: SpamSettings,
 ) -> FormDef:
     recipients = _strings(where, "recipients", table.get("recipients", []))
     if not recipients:
@@ -175,4 +226,156 @@ def _parse_form(
         honeypot=honeypot,
         rate_limit=rate_limit,
         required=tuple(required),
+        spam=parse_spam(table.get("spam", {}), spam_defaults, f"{where}: spam"),
     )
+
+
+def parse_spam(table: Any, defaults: SpamSettings, where: str) -> SpamSettings:
+    """Apply a `[forms.<id>.spam]` table over the environment's defaults."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(table) - SPAM_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(SPAM_KEYS)}"
+        )
+    changes: dict[str, Any] = {}
+    if "fail" in table:
+        changes["fail"] = _choice(where, "fail", table["fail"], ("open", "closed"))
+    if "proof_of_work" in table:
+        changes["proof_of_work"] = _choice(
+            where, "proof_of_work", table["proof_of_work"], ("off", "score", "required")
+        )
+    for key, low, high in (
+        ("quarantine_at", 0.1, 1000.0),
+        ("drop_at", 0.1, 1000.0),
+        ("repeat_window", 0.0, 30 * 86400.0),
+        ("rspamd_quarantine_at", -1000.0, 1000.0),
+        ("rspamd_drop_at", -1000.0, 1000.0),
+    ):
+        if key in table:
+            changes[key] = _number(where, key, table[key], low, high)
+    if "max_links" in table:
+        value = table["max_links"]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (0 <= value <= 1000)
+        ):
+            raise ConfigError(f"{where}: max_links must be a whole number 0-1000")
+        changes["max_links"] = value
+    if "blocked_words" in table:
+        changes["blocked_words"] = tuple(
+            parse_blocked_word(f"{where}: blocked_words", w)
+            for w in _strings(where, "blocked_words", table["blocked_words"])
+        )
+    if "blocked_patterns" in table:
+        changes["blocked_patterns"] = tuple(
+            _pattern(where, p)
+            for p in _strings(where, "blocked_patterns", table["blocked_patterns"])
+        )
+    if "blocked_email_domains" in table:
+        changes["blocked_email_domains"] = tuple(
+            parse_email_domain(f"{where}: blocked_email_domains", d)
+            for d in _strings(
+                where, "blocked_email_domains", table["blocked_email_domains"]
+            )
+        )
+    if "blocked_networks" in table:
+        changes["blocked_networks"] = tuple(
+            parse_network(f"{where}: blocked_networks", n)
+            for n in _strings(where, "blocked_networks", table["blocked_networks"])
+        )
+    if "captcha" in table:
+        changes["captcha"] = _captcha(table["captcha"], f"{where}: captcha")
+    settings = replace(defaults, **changes)
+    check_thresholds(where, where, settings)
+    return settings
+
+
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}")
+    return value
+
+
+def _number(where: str, key: str, value: Any, low: float, high: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise ConfigError(f"{where}: {key} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _pattern(where: str, text: str) -> re.Pattern[str]:
+    if not text or len(text) > 500:
+        raise ConfigError(f"{where}: blocked_patterns: each must be 1-500 characters")
+    try:
+        # Case-insensitive, as blocked words are: owners write "casino".
+        return re.compile(text, re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(
+            f"{where}: blocked_patterns: {text!r} is not a regular expression: {exc}"
+        ) from None
+
+
+def _captcha(table: Any, where: str) -> CaptchaSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table like {{ provider = ..., ... }}")
+    unknown = set(table) - CAPTCHA_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(CAPTCHA_KEYS)}"
+        )
+    provider = _choice(
+        where, "provider", table.get("provider"), ("turnstile", "hcaptcha", "recaptcha")
+    )
+    secret = _captcha_secret(table, where)
+    site_key = table.get("site_key", "")
+    if not isinstance(site_key, str) or not _token_text(site_key, allow_empty=True):
+        raise ConfigError(f"{where}: site_key must be the provider's site key")
+    min_score = _number(where, "min_score", table.get("min_score", 0.5), 0.0, 1.0)
+    timeout = _number(where, "timeout", table.get("timeout", 5.0), 0.1, 60.0)
+    verify_url = table.get("verify_url")
+    if verify_url is not None:
+        if not isinstance(verify_url, str) or not re.fullmatch(
+            r"https?://[^\s/?#]+(/[^\s?#]*)?", verify_url
+        ):
+            raise ConfigError(f"{where}: verify_url must be an http(s) URL")
+    return CaptchaSettings(
+        provider=provider,
+        secret=secret,
+        site_key=site_key,
+        min_score=min_score,
+        verify_url=verify_url,
+        timeout=timeout,
+    )
+
+
+def _captcha_secret(table: Mapping[str, Any], where: str) -> str:
+    literal, path = table.get("secret"), table.get("secret_file")
+    if literal is not None and path is not None:
+        raise ConfigError(f"{where}: set secret or secret_file, not both")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}: secret_file must name a file")
+        try:
+            literal = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            # The path only, never the contents.
+            raise ConfigError(f"{where}: secret_file {path!r} cannot be read") from None
+    if not isinstance(literal, str) or not _token_text(literal):
+        raise ConfigError(
+            f"{where}: secret (or secret_file) must hold the provider's secret key"
+        )
+    return literal
+
+
+def _token_text(value: str, allow_empty: bool = False) -> bool:
+    # Keys are printable ASCII without blanks; they go into a form body.
+    if not value:
+        return allow_empty
+    return len(value) <= 512 and bool(re.fullmatch(r"[\x21-\x7e]+", value))

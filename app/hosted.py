@@ -23,6 +23,8 @@ from .origin import client_ip, request_origin
 from .services import services
 
 bp = Blueprint("hosted", __name__)
+# The hosted form's own fields that are not what the visitor wrote.
+NOT_POSTED_TEXT = frozenset({"csrf_token", "form_token", "website"})
 
 
 def too_fast(wait: float) -> str:
@@ -51,18 +53,22 @@ def submit() -> ResponseReturnValue:
     cfg = current_app.config
     svc = services()
     form = hosted_form()
-    if form.website.data:
-        # The honeypot: answered like success, nothing stored.
-        session["receipt"] = decoy("hosted", "honeypot")
-        return redirect(url_for(".thanks"), code=303)
+    honeypot = bool(form.website.data)
     if not form.validate():
+        if honeypot:
+            # A bot that also broke the form: nothing to compose, so nothing
+            # stored; answered like success all the same.
+            session["receipt"] = decoy("hosted", "honeypot")
+            return redirect(url_for(".thanks"), code=303)
         metrics.submission("hosted", "rejected", "invalid")
         return render_form(form, 400, notice="Please correct the highlighted fields.")
     age = form_token_age(cfg["SECRET_KEY"], form.form_token.data, svc.clock)
     if age is None:
         form.form_token.data = new_form_token(cfg["SECRET_KEY"], svc.clock)
     least = cfg["MIN_FILL_SECONDS"]
-    if least and (age is None or age < least):
+    # A filled honeypot skips the wait below (a bot must not learn from
+    # it) and goes to the gate, which drops it like an accepted post.
+    if not honeypot and least and (age is None or age < least):
         # Faster than a person types: most likely a bot. A person loses
         # nothing: the form comes back filled in, saying how long to wait,
         # and the next try after that passes. A bad token was replaced by a
@@ -84,6 +90,15 @@ def submit() -> ResponseReturnValue:
             limits=svc.limits(cfg["RATE_LIMIT"]),
             origin=request_origin(),
             user_agent=request.headers.get("User-Agent"),
+            # What the layers read beyond the four fields (a proof of
+            # work's `altcha`); the form's own tokens are not the visitor's.
+            pairs=tuple(
+                (k, v)
+                for k, v in request.form.items(multi=True)
+                if k not in NOT_POSTED_TEXT
+            ),
+            honeypot_filled=honeypot,
+            fill_seconds=age,
         ),
     )
     return redirect(url_for(".thanks"), code=303)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from typing import Any
 
@@ -26,6 +26,7 @@ from .outbox import OutboxSettings, Worker
 from .owners import Owners
 from .signing import Signer, SigningTransport
 from .smtp import SMTPSettings, SMTPTransport
+from .spam.settings import SpamSettings
 from .transport import Transport
 
 EXTENSION = "formpost"
@@ -45,6 +46,13 @@ class Services:
     backlog_limit: int
     owners: Owners
     dedupe_window: float = 0.0
+    # SPAM_*: the hosted form's spam settings, and what FORMS_FILE overrides.
+    spam_defaults: SpamSettings = field(default_factory=SpamSettings)
+
+    def spam_settings(self, form_id: str) -> SpamSettings:
+        """Return the spam settings of a form (the hosted form: the defaults)."""
+        form = self.forms.get(form_id)
+        return form.spam if form is not None else self.spam_defaults
 
     @property
     def clock(self) -> Clock:

@@ -19,7 +19,8 @@ from .limits import add_to_backlog
 from .schema import BACKLOG, CONTENT_COLUMNS, counters, submissions
 
 UNDELIVERED = ("pending", "sending")
-DELIVERED = ("sent", "failed")
+# Rows not in the backlog: delivered or given up, quarantined, dropped.
+DELIVERED = ("sent", "failed", "spam", "dropped")
 BATCH = 500
 
 
@@ -72,6 +73,9 @@ def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
         "lease_until": None,
         "claim_token": None,
         "fingerprint": None,
+        # The reasons can name the visitor's IP or address domain.
+        "verdict": None,
+        "body_digest": None,
     }
     erased = 0
     for states in (UNDELIVERED, DELIVERED):

@@ -221,13 +221,18 @@ class Admission:
             writes.append((bucket.key, tat + bucket.interval))
         return None, writes
 
-    def charge(self, writes: Sequence[tuple[str, float]]) -> None:
-        """Write the buckets' new states and count the stored row."""
+    def charge(self, writes: Sequence[tuple[str, float]], queued: bool = True) -> None:
+        """Write the buckets' new states and count the stored row.
+
+        `queued` False: the row is not for the workers (quarantined or
+        dropped), so the backlog does not grow.
+        """
         stmt = _write_bucket(self.engine.dialect.name)
         for key, tat in writes:
             params = {"key": key, "tat": tat}
             self.cursor.execute(*driver_args(stmt, params, self.engine))
-        self.backlog += 1
+        if queued:
+            self.backlog += 1
 
     def _tat(self, bucket: Bucket, now: float) -> float:
         cursor = self.cursor

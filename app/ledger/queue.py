@@ -113,8 +113,10 @@ ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
     "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
-    "message", "fields", "origin", "user_agent",
+    "message", "fields", "origin", "user_agent", "verdict", "body_digest",
 )  # fmt: skip
+# What a spam verdict stores a post as (app/spam): accept, quarantine, drop.
+VERDICT_STATES = {"accept": "pending", "quarantine": "spam", "drop": "dropped"}
 UNDELIVERED = ("pending", "sending")
 
 
@@ -295,6 +297,9 @@ class Ledger:
         limits: Limits | None = None,
         fingerprint: str | None = None,
         content: Content | None = None,
+        verdict: str = "accept",
+        verdict_json: str | None = None,
+        body_digest: str | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -306,8 +311,21 @@ class Ledger:
         share one COMMIT (group commit). Raise LimitExceeded when a limit
         refuses, StorageError if nothing was committed. `content` is what the
         visitor sent, stored as data and indexed for search.
+
+        `verdict` (accept, quarantine, drop) picks the state: `pending` for
+        the workers, `spam` (kept, never claimed until released) or
+        `dropped`, a tombstone without the message, the content or the
+        subject: only `verdict_json` (the reasons) and `body_digest` stay.
+        The limits and dedupe apply the same to all three.
         """
         now = self.clock.now()
+        state = VERDICT_STATES[verdict]
+        if state == "dropped":
+            content = Content(origin=content.origin if content else None)
+            envelope = Envelope(
+                envelope.mail_from, envelope.recipients, b"", envelope.message_id
+            )
+            subject = ""
         content = content or Content()
         receipt = new_receipt()
         row = {
@@ -320,7 +338,7 @@ class Ledger:
             "message_id": envelope.message_id,
             "raw": envelope.data,
             "dedupe_key": dedupe_digest(dedupe_key) if dedupe_key else None,
-            "state": "pending",
+            "state": state,
             "attempts": 0,
             "created_at": now,
             "queued_at": now,
@@ -328,6 +346,8 @@ class Ledger:
             "client_ip": client_ip[:64] if client_ip else None,
             "fingerprint": fingerprint,
             **content.columns(),
+            "verdict": verdict_json,
+            "body_digest": body_digest,
         }
         _check_fits(row)
         search = search_columns(
@@ -381,7 +401,7 @@ class Ledger:
         answers: list[tuple[str | None, LimitExceeded | None]] = []
         with driver_transaction(engine) as cursor:
             admission = Admission(cursor, engine, lock_backlog(cursor, engine))
-            stored = 0
+            queued = 0
             days: dict[tuple[str, int], int] = {}
             for item in batch:
                 store: _Store = item.request
@@ -395,8 +415,8 @@ class Ledger:
                 if refusal is not None:
                     answers.append((None, refusal))
                     continue
-                admission.charge(writes)
                 row = store.row
+                admission.charge(writes, queued=row["state"] == "pending")
                 if dialect == "sqlite":
                     cursor.execute(*driver_args(insert_row, row, engine))
                     entry = {"id": cursor.lastrowid, **store.search}
@@ -404,13 +424,19 @@ class Ledger:
                 else:
                     params = {**row, "search_text": index.search_text(store.search)}
                     cursor.execute(*driver_args(insert_row, params, engine))
-                key = (row["form_id"], int(store.now // DAY))
-                days[key] = days.get(key, 0) + 1
-                stored += 1
+                # The backlog is what the workers have to send: quarantined
+                # and dropped rows are not in it (a release adds to it).
+                if row["state"] == "pending":
+                    queued += 1
+                # Daily counts are messages the form got: not tombstones.
+                if row["state"] != "dropped":
+                    key = (row["form_id"], int(store.now // DAY))
+                    days[key] = days.get(key, 0) + 1
                 answers.append((row["receipt"], None))
-            if stored:
-                add = driver_args(add_to_backlog(), {"delta": stored}, engine)
+            if queued:
+                add = driver_args(add_to_backlog(), {"delta": queued}, engine)
                 cursor.execute(*add)
+            if days:
                 count = _count_statement(dialect)
                 for (form_id, day), n in days.items():
                     params = {"form_id": form_id, "day": day, "count": n}
@@ -438,6 +464,22 @@ class Ledger:
             if found is not None:
                 return found[0]
         return None
+
+    def body_count(self, digest: str, since: float, cap: int = 10) -> int:
+        """Count rows of any form and state with this body digest since `since`.
+
+        Read-only, on the (body_digest, created_at) index; counting stops at
+        `cap`, which is all the repeat rule needs to know.
+        """
+        c = submissions.c
+        found = (
+            select(c.id)
+            .where(c.body_digest == digest, c.created_at >= since)
+            .limit(cap)
+            .subquery()
+        )
+        with self._reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(found)).scalar())
 
     def _receipt_for(self, digest: str) -> str | None:
         query = select(submissions.c.receipt).where(submissions.c.dedupe_key == digest)
@@ -786,13 +828,17 @@ class Ledger:
         return self._by_filter(filters, actions.erase)
 
     def erase_delivered_before(self, cutoff: float) -> int:
-        """Erase sent rows created before `cutoff` (retention); return how many."""
+        """Erase rows created before `cutoff` (retention); return how many.
+
+        Sent rows, and the spam verdict's quarantined and dropped rows: a
+        quarantined post nobody released within the retention goes too.
+        """
         c = submissions.c
         done = 0
         while True:
             query = (
                 select(c.id)
-                .where(c.state == "sent", c.created_at < cutoff)
+                .where(c.state.in_(("sent", "spam", "dropped")), c.created_at < cutoff)
                 .order_by(c.id)
                 .limit(actions.BATCH)
             )
