@@ -31,6 +31,7 @@ from .origin import client_ip, origin_allowed, request_origin
 from .postbody import read_pairs
 from .redirects import safe_next
 from .services import services
+from .spam import altcha
 
 bp = Blueprint("endpoint", __name__, url_prefix="/f")
 log = logging.getLogger("formpost.endpoint")
@@ -152,6 +153,35 @@ def preflight(form_id: str) -> ResponseReturnValue:
         "Content-Type, Accept, Idempotency-Key"
     )
     response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+@bp.get("/<form_id>/challenge")
+def challenge(form_id: str) -> ResponseReturnValue:
+    """Answer a fresh proof-of-work challenge for the form, as JSON.
+
+    Readable by the form's allowed origins (`cors` below), like its POST.
+    Not counted toward the form's rate limit and not stored: a challenge
+    costs one SHA-256 and one HMAC, and is worth nothing until solved,
+    which costs the asker the work. An unknown form is a 404 (not counted
+    as a refused post in /metrics).
+    """
+    if services().forms.get(form_id) is None:
+        response = jsonify(error="There is no form with this address.")
+        response.status_code = 404
+    else:
+        response = challenge_response(form_id)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def challenge_response(form_id: str) -> Response:
+    """A fresh challenge for `form_id`, never cached (also the hosted form's)."""
+    made = altcha.new_challenge(
+        current_app.config["SECRET_KEY"], form_id, services().clock.now()
+    )
+    response = jsonify(made)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

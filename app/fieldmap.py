@@ -13,6 +13,7 @@ no I/O.
 | honeypot           | _gotcha, _honey, botcheck, honeypot, the form's own     |
 | main text          | content, message, body                                  |
 | ignored (IGNORED)  | access_key, from_name, _template, _captcha, ...         |
+| proof of work      | altcha (checked by spam/altcha.py, never in the email)  |
 
 Steering fields never go into the email body; `email`, `name`, the main text
 and a `title` that did not become the subject are the visitor's words and do.
@@ -56,11 +57,14 @@ IGNORED = {
 }
 # Tokens the captcha widgets add (checked by app/spam/captcha.py).
 CAPTCHA_TOKENS = ("cf-turnstile-response", "h-captcha-response", "g-recaptcha-response")
+# The proof of work the widget adds (checked by app/spam/altcha.py).
+PROOF_OF_WORK = ("altcha",)
 # Not shown in the email: they steer Formpost, they are not the visitor's words.
 _STEERING = (
     set(REDIRECT + RECIPIENT + CC + HONEYPOTS + ("_subject", "subject", "replyto"))
     | set(IGNORED)
     | set(CAPTCHA_TOKENS)
+    | set(PROOF_OF_WORK)
 )
 
 # Written for people; the hosted form says the same (forms.py).

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from . import metrics
 from .accept import Post, accept, decoy
 from .answers import render_form
+from .endpoint import challenge_response
 from .forms import form_token_age, hosted_form, new_form_token
 from .origin import client_ip, request_origin
 from .services import services
@@ -102,6 +103,12 @@ def submit() -> ResponseReturnValue:
         ),
     )
     return redirect(url_for(".thanks"), code=303)
+
+
+@bp.get("/challenge")
+def challenge() -> ResponseReturnValue:
+    """The hosted form's own proof-of-work challenge (same origin: no CORS)."""
+    return challenge_response("hosted")
 
 
 @bp.get("/thanks")

@@ -18,6 +18,7 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
 | owners.py      | the console's owner accounts (argon2id hashes only)          |
 | tokens.py      | API tokens (SHA-256 of each token only)                      |
+| proofs.py      | proofs of work already spent (ALTCHA), until they expire     |
 
 Every database error that leaves the package is a StorageError.
 """

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from . import actions, index
+from . import actions, index, proofs
 from .content import Content, search_columns
 from .driver import driver_args, driver_transaction, reading, writing
 from .groupcommit import GroupCommit, Pending
@@ -275,6 +275,8 @@ class Ledger:
         # Rows run on the driver's cursor raise the driver's own exceptions;
         # a failed COMMIT raises SQLAlchemy's.
         self._integrity_errors = (IntegrityError, dbapi.IntegrityError)
+        # When spend_proof last deleted expired proofs (proofs.PURGE_EVERY).
+        self._proofs_purged_at = float("-inf")
         self._storage_errors = (SQLAlchemyError, dbapi.Error)
 
     def _reading(self) -> AbstractContextManager[Connection]:
@@ -668,6 +670,27 @@ class Ledger:
         """
         with self._writing() as conn:
             return take_token(conn, parts, count, seconds, self.clock.now())
+
+    def spend_proof(self, digest: str, expires_at: float) -> bool:
+        """Spend a proof of work; False when it was spent before (a replay).
+
+        Atomic across processes and machines (proofs.py); now and then the
+        same transaction deletes the proofs that have expired.
+        """
+        now = self.clock.now()
+        purge = now - self._proofs_purged_at >= proofs.PURGE_EVERY
+        with self._writing() as conn:
+            fresh = proofs.spend(conn, digest, expires_at)
+            if purge:
+                proofs.purge_expired(conn, now)
+        if purge:
+            self._proofs_purged_at = now
+        return fresh
+
+    def proof_spent(self, digest: str) -> bool:
+        """Say whether a proof of work was spent already, without spending it."""
+        with self._reading() as conn:
+            return proofs.is_spent(conn, digest)
 
     # -- operators ---------------------------------------------------------
 
