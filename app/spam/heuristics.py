@@ -9,11 +9,11 @@ fields: a `website` field is meant to hold a link) and scores what it sees:
 | `html_link`         | `<a href=...>` in the text                          |   1.5 |
 | `link_in_name`      | a URL or `www.` address in the name                 |   4.0 |
 | `link_in_subject`   | a URL or `www.` address in the subject              |   2.5 |
-| `link_density`      | 2+ links, fewer than 10 words per link              |   1.5 |
+| `link_density`      | 2+ links, under 10 words per link (not mostly_link) |   1.5 |
 | `shortener`         | a link through a URL shortener (bit.ly, ...)        |   3.0 |
 | `abused_tld`        | a link under a TLD mostly used for abuse (.top,...) |   2.0 |
 | `file_link`         | a link straight to an archive or program (.zip,...) |   1.5 |
-| `mostly_link`       | a link and under 5 other words (under 3: 3.0)       |   1.5 |
+| `mostly_link`       | a link and under 5 other words                      |   1.5 |
 | `script_link`       | Cyrillic/CJK text, under 30 characters per link     |   1.5 |
 | `mixed_script_word` | a word mixing Latin and Cyrillic letters (`vіagra`) |   3.0 |
 | `pitch_phrases`     | PHRASES below: SEO, web-design, guest-post, lead    |  1-3  |
@@ -238,20 +238,20 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         r"\breply if interested\b|\bif (you are |you're )?not interested\b",
         1.5,
     ),
-    ("if interested", r"\bif (you are |you're )?interested\b|\binterested\?", 1.0),
-    ("book a call", r"\b(quick|short|brief) (call|chat|zoom)\b|\bbook a call\b", 1.0),
+    ("if interested", r"\bif (you are |you're )?interested\b|\binterested\?", 0.5),
+    ("book a call", r"\b(quick|short|brief) (call|chat|zoom)\b|\bbook a call\b", 0.5),
     (
         "grow your business",
-        r"\b(help|helps|helping) (your|ur) business grow\b|\bgrow your business\b|"
-        r"\b(more|new) (clients|customers|appointments|leads)\b",
+        r"\b(help|helps|helping) (your|ur) business grow\b|\bgrow your business\b",
         1.5,
     ),
+    ("more clients", r"\b(more|new) (clients|customers|appointments|leads)\b", 1.0),
     (
         "we offer",
         r"\bwe (offer|provide|specialize|specialise|generate|build|develop|make) ",
-        1.0,
+        0.5,
     ),
-    ("our portfolio", r"\b(our|check our) (work|portfolio|samples)\b", 1.0),
+    ("our portfolio", r"\b(our|check our) (work|portfolio|samples)\b", 0.5),
     (
         "price from",
         r"\b(start(s|ing)? (at|from)|from (just|only)|only|packages? from|"
@@ -263,7 +263,7 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         "cheap price",
         r"\b(affordable|competitive|low|lowest|cheap) (price|prices|rates?|cost|"
         r"interest( rates?)?)\b",
-        1.5,
+        1.0,
     ),
     (
         "lead list",
@@ -344,8 +344,8 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ("legal threat", r"\blegal action\b", 1.0),
     (
         "prize",
-        r"\b(you have|you've) (won|been selected)\b|\bcongratulations\b|"
-        r"\bclaim (your|now|here)\b",
+        r"\b(you have|you've) (won|been selected)\b|\bclaim (now|here)\b|"
+        r"\bclaim (your )?(prize|reward|gift|tokens|bonus|winnings)\b",
         2.0,
     ),
     (
@@ -402,8 +402,13 @@ _COMPILED = tuple(
     (label, re.compile(pattern, re.IGNORECASE), weight)
     for label, pattern, weight in PHRASES
 )
-# Several different pitch phrases together say more than their sum.
-PHRASES_MANY, PHRASES_MANY_BONUS = 3, 1.0
+# Several different pitch phrases together say more than their sum. The
+# soft ones (under PHRASES_STRONG: "if interested", "we offer", "low cost")
+# do not count toward that, and alone add little: a customer's own
+# enquiry can hold a few of them.
+PHRASES_MANY, PHRASES_MANY_BONUS, PHRASES_STRONG = 3, 1.0, 1.5
+# Soft phrases with no strong one beside them add at most this much.
+PHRASES_SOFT_ALONE = 1.0
 # A pitch that also carries a link is asking to be clicked.
 PHRASES_LINK_BONUS = 1.0
 PHRASES_MAX = 9.0
@@ -444,7 +449,6 @@ W_LINK_IN_SUBJECT = 2.5
 W_LINK_DENSITY = 1.5
 W_SHORTENER = 3.0
 W_MOSTLY_LINK = 1.5
-W_ONLY_LINK = 3.0
 W_ABUSED_TLD = 2.0
 W_ARCHIVE = 1.5
 W_SCRIPT_LINK = 1.5
@@ -454,7 +458,6 @@ W_PUNCT_RUN = 0.5
 
 WORDS_PER_LINK = 10
 MOSTLY_LINK_WORDS = 5
-ONLY_LINK_WORDS = 3
 SCRIPT_CHARS_PER_LINK = 30
 
 
@@ -508,7 +511,8 @@ def _links(message: str, links: list[str]) -> list[Reason]:
     rest = URL.sub(" ", TAG.sub(" ", BBCODE.sub(" ", message)))
     words = _word_count(rest)
     mostly = words < MOSTLY_LINK_WORDS
-    if len(links) >= 2 and words < WORDS_PER_LINK * len(links):
+    # Little text around several links is counted once: as mostly a link.
+    if len(links) >= 2 and not mostly and words < WORDS_PER_LINK * len(links):
         found.append(
             _reason(
                 "link_density",
@@ -544,12 +548,18 @@ def _links(message: str, links: list[str]) -> list[Reason]:
                 "mostly_link",
                 f"a link and {words} other word{'s' if words != 1 else ''}",
                 f"at least {MOSTLY_LINK_WORDS} words",
-                W_ONLY_LINK if words < ONLY_LINK_WORDS else W_MOSTLY_LINK,
+                W_MOSTLY_LINK,
             )
         )
     script = _script(rest)
     text_length = len("".join(rest.split()))
-    if script and not mostly and text_length < SCRIPT_CHARS_PER_LINK * len(links):
+    # One link with a few words of Cyrillic or Chinese is a customer's
+    # question as often as spam (mostly_link has it); several are not.
+    if (
+        script
+        and (len(links) >= 2 or not mostly)
+        and text_length < SCRIPT_CHARS_PER_LINK * len(links)
+    ):
         found.append(
             _reason(
                 "script_link",
@@ -575,13 +585,15 @@ def _phrases(text: str, has_link: bool) -> list[Reason]:
     ]
     if not matched:
         return []
-    score = sum(w for _, w in matched)
+    strong = [w for _, w in matched if w >= PHRASES_STRONG]
+    soft = sum(w for _, w in matched if w < PHRASES_STRONG)
+    score = sum(strong) + (soft if strong else min(soft, PHRASES_SOFT_ALONE))
     count = len(matched)
     value = (
         f"{count} pitch phrase{'s' if count > 1 else ''}: "
         f"{', '.join(label for label, _ in matched)}"
     )
-    if count >= PHRASES_MANY:
+    if len(strong) >= PHRASES_MANY:
         score += PHRASES_MANY_BONUS
     if has_link:
         score += PHRASES_LINK_BONUS
