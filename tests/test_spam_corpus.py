@@ -95,6 +95,13 @@ def test_no_legitimate_post_is_quarantined_or_dropped(judged):
     assert offenders([j for j in judged["legit"] if j.caught]) == []
 
 
+def test_no_held_out_legitimate_post_is_caught(corpus_app: Flask):
+    """The hard line holds on posts the weights were not tuned on."""
+    held = spamcorpus.run(corpus_app, spamcorpus.load("legit", held_out=True))
+    assert len(held) >= 30
+    assert offenders([j for j in held if j.caught]) == []
+
+
 def test_the_default_layers_catch_95_percent_of_the_spam(judged):
     rate = spamcorpus.rate(judged["spam"])
     missed = offenders([j for j in judged["spam"] if not j.caught])

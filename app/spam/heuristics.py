@@ -409,7 +409,7 @@ _COMPILED = tuple(
 PHRASES_MANY, PHRASES_MANY_BONUS, PHRASES_STRONG = 3, 1.0, 1.5
 # Soft phrases with no strong one beside them add at most this much.
 PHRASES_SOFT_ALONE = 1.0
-# A pitch that also carries a link is asking to be clicked.
+# A pitch that also carries a link is asking to be clicked (not a lone phrase).
 PHRASES_LINK_BONUS = 1.0
 PHRASES_MAX = 9.0
 
@@ -595,7 +595,10 @@ def _phrases(text: str, has_link: bool) -> list[Reason]:
     )
     if len(strong) >= PHRASES_MANY:
         score += PHRASES_MANY_BONUS
-    if has_link:
+    # Only a pitch (more than one phrase a customer might use) gains by
+    # its link: "Great website! Do these boots come in wide fit? <link>"
+    # must not.
+    if has_link and score > PHRASES_STRONG:
         score += PHRASES_LINK_BONUS
         value += ", with a link"
     return [
