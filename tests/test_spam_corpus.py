@@ -98,7 +98,7 @@ def test_no_legitimate_post_is_quarantined_or_dropped(judged):
 def test_no_held_out_legitimate_post_is_caught(corpus_app: Flask):
     """The hard line holds on posts the weights were not tuned on."""
     held = spamcorpus.run(corpus_app, spamcorpus.load("legit", held_out=True))
-    assert len(held) >= 30
+    assert len(held) >= 25
     assert offenders([j for j in held if j.caught]) == []
 
 

@@ -10,7 +10,7 @@ fields: a `website` field is meant to hold a link) and scores what it sees:
 | `link_in_name`      | a URL or `www.` address in the name                 |   4.0 |
 | `link_in_subject`   | a URL or `www.` address in the subject              |   2.5 |
 | `link_density`      | 2+ links, under 10 words per link (not mostly_link) |   1.5 |
-| `shortener`         | a link through a URL shortener (bit.ly, ...)        |   3.0 |
+| `shortener`         | a link through a URL shortener (bit.ly, ...)        |   3.5 |
 | `abused_tld`        | a link under a TLD mostly used for abuse (.top,...) |   2.0 |
 | `file_link`         | a link straight to an archive or program (.zip,...) |   1.5 |
 | `mostly_link`       | a link and under 5 other words                      |   1.5 |
@@ -111,11 +111,22 @@ PUNCT_RUN = re.compile(r"([!?$€*])\1{2,}")
 # phrase counts once however often it appears.
 PHRASES: tuple[tuple[str, str, float], ...] = (
     # SEO and web-design pitches: the second person is the pitch.
-    ("first page of google", r"\b(first|top|1st) page (of|on|in) google\b", 2.5),
+    (
+        "first page of google",
+        r"\b(first|top|1st) page (of|on|in) google\b|\btop of google\b",
+        2.5,
+    ),
+    (
+        "your website's numbers",
+        r"\byour (organic traffic|rankings?|seo|google (business )?profile|"
+        r"online (presence|visibility)|conversion rates?|bounce rate|page ?speed|"
+        r"homepage|facebook page|instagram)\b",
+        1.5,
+    ),
     (
         "backlinks",
         r"\b(back ?links?|do-?follow|link building|link insertions?|"
-        r"links? back to)\b",
+        r"links? back to|authority links?)\b",
         1.5,
     ),
     (
@@ -128,10 +139,13 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         "guest-post terms",
         r"\b(author bio|your niche|in return (for|i'?d)|high[- ]quality "
         r"(article|content|backlinks)|(fit|suit)s? your (blog|site|audience)|"
-        r"partner site)\b",
+        r"partner site|in exchange|contextual links?|"
+        r"contribute an? (article|post)|write for (you|your blog)|"
+        r"(share )?your (guest post )?guidelines|publish an? (paid |sponsored )?"
+        r"(article|post) on your)\b",
         1.5,
     ),
-    ("sponsored post", r"\bsponsored (post|article)s?\b", 1.5),
+    ("sponsored post", r"\b(sponsored|paid) (post|article)s?\b", 1.5),
     (
         "increase your traffic",
         r"\b(increase|boost|improve|double|skyrocket|grow) (your|ur) "
@@ -147,7 +161,7 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     (
         "seo services",
         r"\b(seo|smo|digital marketing) (services?|packages?|experts?|agency|"
-        r"company|consultant)\b",
+        r"company|consultant|specialists?|plans?)\b",
         1.5,
     ),
     (
@@ -155,7 +169,7 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         r"\b(i|we)( was| were| am| are| have| have been| just)? "
         r"(looking at|checking|checked|reviewing|reviewed|analy[sz]ing|"
         r"analy[sz]ed|audit(ing|ed)|went through) your (website|site)\b|"
-        r"\b(seo )?audit of your (website|site)\b",
+        r"\b(seo )?(audit|analysis) of your (website|site|domain)\b",
         1.5,
     ),
     (
@@ -178,7 +192,7 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     (
         "web design offer",
         r"\b((affordable|professional|cheap) )?(web ?site|web) "
-        r"(design|development) (services?|packages?|company)\b",
+        r"(design|development) (services?|packages?|company|agency)\b",
         1.5,
     ),
     (
@@ -195,7 +209,8 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "visitors into leads",
-        r"\bvisitors? into (leads|customers|sales)\b|\btalk with web visitors?\b",
+        r"\bvisitors? into (leads|customers|sales)\b|\btalk with web visitors?\b|"
+        r"\bleave without (contacting|buying)\b|\btext them back\b",
         2.5,
     ),
     (
@@ -220,21 +235,23 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "offer to send",
-        r"\b(send|share)( you)?( (a|an|our|the|my|some))? (free )?(proposal|"
+        r"\b(send|share)( you)?( (a|an|our|the|my|some))? (free |full )?(proposal|"
         r"report|audit|portfolio|samples?|price ?list|pricing|prices|counts|"
-        r"topic ideas|mockup)\b|\bwant (me to (send|share)|the (report|list))\b",
+        r"topic ideas|mockup|cost|costs)\b|"
+        r"\bwant (me to (send|share)|the (report|list))\b",
         1.5,
     ),
     (
         "free audit",
         r"\bfree (seo |website |video |site )?(audit|trial|mockup|consultation|"
-        r"report|analysis|bet|spins)\b",
+        r"report|analysis|bet|spins|week|month|demo)\b",
         1.5,
     ),
     (
         "reply yes or no",
         r"\b(reply|respond|write back)( with| for)? [\"'‘]?(yes|no|stop|"
-        r"unsubscribe|interested|the application)\b|"
+        r"unsubscribe|interested|the application|\d)\b|"
+        r"\breply (with )?[\"'‘]\w+[\"'’]|"
         r"\breply if interested\b|\bif (you are |you're )?not interested\b",
         1.5,
     ),
@@ -243,6 +260,12 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     (
         "grow your business",
         r"\b(help|helps|helping) (your|ur) business grow\b|\bgrow your business\b",
+        1.5,
+    ),
+    (
+        "businesses like yours",
+        r"\b(for|help|helps|helping) (small |local )?businesses( like yours)?\b|"
+        r"\bcompanies like yours\b",
         1.5,
     ),
     ("more clients", r"\b(more|new) (clients|customers|appointments|leads)\b", 1.0),
@@ -254,7 +277,8 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ("our portfolio", r"\b(our|check our) (work|portfolio|samples)\b", 0.5),
     (
         "price from",
-        r"\b(start(s|ing)? (at|from)|from (just|only)|only|packages? from|"
+        r"\b(start(s|ing)? (at|from)|from (just|only)|(for )?(just|only)|"
+        r"packages? from|start with|invest|deposit|"
         r"prices? from) [$€£] ?\d|[$€£] ?\d[\d,.]* ?(/|per |an? )"
         r"(hour|hr|month|mo|link|lead|post)\b",
         1.5,
@@ -267,17 +291,25 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "lead list",
-        r"\b(b2b |verified |targeted )?(email|leads?|contact|mailing|attendee) "
+        r"\b(b2b |verified |targeted )?(email|leads?|contact|mailing|attendees?) "
         r"(list|database)s?\b",
         2.0,
     ),
     (
         "verified contacts",
         r"\b(verified|qualified|targeted) (b2b )?(contacts|leads|emails|"
-        r"email addresses)\b|\bdeliverability\b",
+        r"email addresses)\b|\bdeliverability\b|"
+        r"\b(contacts|records): ?\d|"
+        r"\b\d{1,3}(,\d{3})+ (verified )?(contacts|records)\b",
         2.0,
     ),
     ("decision makers", r"\bdecision[- ]makers?\b", 1.5),
+    (
+        "happy clients",
+        r"\b(hundreds|thousands|\d+\+?) of (happy|satisfied) (clients|customers)\b|"
+        r"\bmoney[- ]back guarantee\b|\bresult[- ]oriented\b",
+        1.5,
+    ),
     (
         "outsourcing offer",
         r"\b(virtual assistant|data entry|lead generation|explainer videos?|"
@@ -286,7 +318,8 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "messenger contact",
-        r"\b(on|via) (whatsapp|telegram)\b|\btelegram: ?@|\bt\.me/",
+        r"\b(on|via) (whatsapp|telegram)\b|\btelegram: ?@|\bt\.me/|\bdm me\b|"
+        r"\bqq ?\d{5,}|详询qq",
         1.0,
     ),
     # Money: crypto, forex, loans, "income".
@@ -299,18 +332,21 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "crypto giveaway",
-        r"\bairdrop\b|\bconnect your wallet\b|\bseed phrase\b",
+        r"\bairdrop\b|\bconnect your wallet\b|\bseed phrase\b|"
+        r"\b(funds?|money|crypto) recovery\b|\brecover your (funds|money|crypto)\b|"
+        r"\bget your money back\b",
         2.5,
     ),
     ("forex", r"\bforex\b|\bbinary options?\b", 2.0),
     (
         "guaranteed returns",
-        r"\b(guaranteed|daily|weekly|passive) (profits?|returns?|income|earnings)\b",
+        r"\b(guaranteed|daily|weekly|passive|steady|consistent) "
+        r"(profits?|returns?|income|earnings)\b",
         2.5,
     ),
     (
         "promised rate",
-        r"\b\d+% (accuracy|win rate|returns?|profit|daily)\b",
+        r"\b\d+% (accuracy|win rate|returns?|profit|daily|deposit bonus|bonus)\b",
         2.0,
     ),
     (
@@ -341,7 +377,18 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         2.5,
     ),
     ("verify your identity", r"\bverify your (identity|account|email)\b", 2.0),
-    ("legal threat", r"\blegal action\b", 1.0),
+    (
+        "parcel scam",
+        r"\byour (parcel|package|delivery) (could not|couldn't|was not|cannot) be "
+        r"delivered\b|\bredelivery fee\b",
+        2.5,
+    ),
+    (
+        "legal threat",
+        r"\blegal action\b|\bpay within \d+ (hours|days)\b|"
+        r"\bto avoid (fees|late fees|suspension)\b",
+        1.0,
+    ),
     (
         "prize",
         r"\b(you have|you've) (won|been selected)\b|\bclaim (now|here)\b|"
@@ -354,14 +401,24 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
         2.5,
     ),
     # Gambling, pharma and the rest of the inbox's junk.
-    ("casino", r"\b(online )?casino\b|\bfree spins\b|\bslot machines? online\b", 2.5),
+    (
+        "casino",
+        r"\b(online )?casino\b|\bfree spins\b|\bslot machines? online\b|"
+        r"\bplay slots\b|\bwin real money\b|\b(deposit|welcome) bonus\b",
+        2.5,
+    ),
     ("betting", r"\b(sports? betting|bookmaker|betting (tips|site))\b", 2.0),
     (
         "pharma",
         r"\b(viagra|cialis|levitra|tramadol|xanax|phentermine|oxycodone)\b",
         3.0,
     ),
-    ("no prescription", r"\bwithout (a )?prescription\b|\bno prescription\b", 2.0),
+    (
+        "no prescription",
+        r"\bwithout (a )?prescription\b|\bno prescription\b|"
+        r"\bno doctor (needed|required)\b|\bgeneric meds\b",
+        2.0,
+    ),
     ("diet pills", r"\b(diet|weight loss|keto|slimming) pills?\b|\blose weight\b", 2.5),
     ("replica goods", r"\breplica (watches|bags|shoes|handbags)\b", 2.5),
     (
@@ -381,7 +438,7 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ("рассылка", r"рассылк\w*", 2.5),
     ("предлагаем", r"предлагаем|предложить вам|\bпод ключ\b", 1.5),
     ("казино", r"казино", 2.5),
-    ("займ", r"\bзайм\w*|\bкредит\w* без", 2.0),
+    ("займ", r"\bзайм\w*|\bкредит\w*( \w+)? без|\bбез справок|\bодобрени\w* за", 2.0),
     ("заработок", r"заработ\w*|без вложений", 2.0),
     ("ставки", r"\bставк\w* на спорт", 2.5),
     ("букмекер", r"\bбукмекер\w*|коэффициент\w*", 2.0),
@@ -393,9 +450,13 @@ PHRASES: tuple[tuple[str, str, float], ...] = (
     ("注册送", r"注册(就)?送|首存|返水|彩金", 2.5),
     ("代开发票", r"代开\w*发票|发票代开", 3.0),
     ("刷单", r"刷单|兼职日(赚|结)|日赚\d+", 2.5),
-    ("网站排名", r"(网站|关键词)(快速)?排名|seo优化|百度(首页|快照)", 2.0),
+    (
+        "网站排名",
+        r"(网站|关键词)(快速)?排名|seo优化|百度(首页|快照)|外链|权重|收录",
+        2.0,
+    ),
     ("群发推广", r"群发|推广", 2.5),
-    ("效果好价格低", r"效果好|价格低|不上首页不收费|见效|上首页", 1.0),
+    ("效果好价格低", r"效果好|价格低|不上首页不收费|见效|上首页|价格优惠|详询", 1.0),
     ("カジノ", r"カジノ|토토|카지노", 2.5),
 )
 _COMPILED = tuple(
@@ -447,7 +508,7 @@ W_HTML_LINK = 1.5
 W_LINK_IN_NAME = 4.0
 W_LINK_IN_SUBJECT = 2.5
 W_LINK_DENSITY = 1.5
-W_SHORTENER = 3.0
+W_SHORTENER = 3.5
 W_MOSTLY_LINK = 1.5
 W_ABUSED_TLD = 2.0
 W_ARCHIVE = 1.5
