@@ -24,7 +24,7 @@ from flask import g, has_request_context
 from . import metrics
 from .compose import Submission, compose, new_message_id
 from .ledger import Content, Limits, new_receipt
-from .message import normalize_newlines
+from .message import Envelope, normalize_newlines
 from .services import Services
 from .spam import ACCEPT, SpamContext, Verdict
 from .spam.gate import body_digest, evaluate
@@ -133,20 +133,11 @@ def content_fingerprint(post: Post) -> str | None:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def accept(services: Services, post: Post) -> str:
-    """Compose, judge, check the limits and commit the post; return its receipt.
-
-    The spam verdict picks the stored state (pending, spam, dropped); the
-    limits and dedupe apply to all three alike, in the storing
-    transaction. A repeat (the same form token or Idempotency-Key, or the
-    same content from the same client within DEDUPE_WINDOW) gets the first
-    post's receipt and stores nothing. Only a committed post gets a
-    receipt. Raise LimitExceeded when a limit refuses it and StorageError
-    when nothing could be stored; handlers.py turns both into answers.
-    """
+def compose_post(services: Services, post: Post) -> Envelope:
+    """Compose the message the post would be delivered as."""
     recipients = services.recipients
     mail_from = services.mail_from
-    message = compose(
+    return compose(
         Submission(
             recipient=recipients[post.recipient].address,
             subject=post.subject,
@@ -160,6 +151,20 @@ def accept(services: Services, post: Post) -> str:
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
     )
+
+
+def accept(services: Services, post: Post) -> str:
+    """Compose, judge, check the limits and commit the post; return its receipt.
+
+    The spam verdict picks the stored state (pending, spam, dropped); the
+    limits and dedupe apply to all three alike, in the storing
+    transaction. A repeat (the same form token or Idempotency-Key, or the
+    same content from the same client within DEDUPE_WINDOW) gets the first
+    post's receipt and stores nothing. Only a committed post gets a
+    receipt. Raise LimitExceeded when a limit refuses it and StorageError
+    when nothing could be stored; handlers.py turns both into answers.
+    """
+    message = compose_post(services, post)
     verdict = judge(services, post, message.data)
     digest = body_digest(post.message) if post.message.strip() else None
     receipt = services.ledger.enqueue(

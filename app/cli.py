@@ -154,11 +154,13 @@ def purge_command(days: float) -> None:
 def init_app(app: Flask) -> None:
     """Register the commands."""
     from .doctor import doctor_command
+    from .explain import explain_command
     from .tokens import tokens
     from .users import users
 
     app.cli.add_command(worker_command)
     app.cli.add_command(outbox)
     app.cli.add_command(doctor_command)
+    app.cli.add_command(explain_command)
     app.cli.add_command(users)
     app.cli.add_command(tokens)

@@ -44,6 +44,16 @@ MAX_DEPTH = 32
 DRAIN_LIMIT = 4 * 1024 * 1024
 
 
+def parse_body(body: bytes, kind: str) -> list[tuple[str, str]]:
+    """Parse a body kept in a file (`urlencoded` or `json`), as posts are.
+
+    For `explain`: the same strict rules as a live post; Rejected says why.
+    """
+    if kind == "json":
+        return _json_pairs(body)
+    return _urlencoded_pairs(body)
+
+
 def too_large_message(limit: int) -> str:
     """Say what was too large: the whole post, and the limit in kB."""
     return (

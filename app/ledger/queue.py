@@ -42,11 +42,13 @@ from .limits import (
     DAY,
     Admission,
     Bucket,
+    LimitCheck,
     LimitExceeded,
     Limits,
     add_to_backlog,
     buckets_for,
     lock_backlog,
+    peek,
     take_token,
 )
 from .schema import (
@@ -351,6 +353,8 @@ class Ledger:
             "verdict": verdict_json,
             "body_digest": body_digest,
         }
+        if state == "dropped":
+            row["fields"] = None  # as an erased row: no content at all
         _check_fits(row)
         search = search_columns(
             row["subject"], content.name, content.email, content.message, content.fields
@@ -466,6 +470,38 @@ class Ledger:
             if found is not None:
                 return found[0]
         return None
+
+    def preview(
+        self,
+        *,
+        form_id: str,
+        alias: str,
+        client_ip: str | None,
+        limits: Limits | None,
+        dedupe_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> tuple[list[LimitCheck], str | None]:
+        """Say how a post would fare with the limits and dedupe; change nothing.
+
+        Return each limit's standing and the receipt of the post it would
+        repeat (None: not a repeat). For `explain`: no token is taken.
+        """
+        now = self.clock.now()
+        buckets = buckets_for(limits, form_id, client_ip, alias)
+        window = limits.dedupe_window if limits is not None else 0.0
+        with self._reading() as conn:
+            checks = peek(conn, limits, buckets, now)
+            first = None
+            if dedupe_key:
+                first = conn.execute(
+                    _by_dedupe_key(), {"key": dedupe_digest(dedupe_key)}
+                ).scalar()
+            if first is None and fingerprint and window:
+                first = conn.execute(
+                    _by_fingerprint(),
+                    {"fingerprint": fingerprint, "since": now - window},
+                ).scalar()
+        return checks, first
 
     def body_count(self, digest: str, since: float, cap: int = 10) -> int:
         """Count rows of any form and state with this body digest since `since`.
