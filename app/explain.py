@@ -37,12 +37,15 @@ from .fieldmap import collect, interpret
 from .formdefs import FormDef
 from .postbody import parse_body
 from .services import Services, services
-from .spam import Reason, Verdict, decide
+from .spam import Reason, Verdict, altcha, decide
 from .spam.gate import LAYERS, REMOTE
 from .spam.settings import SpamSettings
 from .urls import normalize_origin
 
 FORMATS = ("auto", "urlencoded", "lines", "json")
+# Layers that would change something when they run (a proof of work is
+# spent), replaced by their side-effect-free twin.
+PREVIEWS = {"altcha": altcha.check_without_spending}
 
 
 @dataclass
@@ -250,6 +253,8 @@ def explain(
     reasons: list[Reason] = []
     spam_lines = []
     for name, check in LAYERS:
+        # A proof of work is judged as a live post would be, but not spent.
+        check = PREVIEWS.get(name, check)
         found_reasons = check(ctx, settings, svc)
         reasons.extend(found_reasons)
         note = " (remote; a live post skips it after a drop)" if name in REMOTE else ""

@@ -86,7 +86,9 @@
       input.value = "";
     }
 
-    function start() {
+    function start(event) {
+      // A press on the send button is the send itself: too late to begin.
+      if (event && event.target.closest("button, [type=submit], [type=image]")) return;
       if (busy || input.value || Date.now() < retryAt) return;
       busy = true;
       fetch(holder.dataset.formpostChallenge, { credentials: "omit", cache: "no-store" })

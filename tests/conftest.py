@@ -114,6 +114,9 @@ def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
             "RATE_LIMIT": "off",
             "MIN_FILL_SECONDS": "0",
             "DEDUPE_WINDOW": "0",
+            # Tests posting without the widget are not about proof of work;
+            # those that are turn it on (tests/test_altcha*.py).
+            "SPAM_PROOF_OF_WORK": "off",
         }
         settings.update(env or {})
         app = create_app(settings)

@@ -38,6 +38,9 @@ def _spend_statement(dialect: str) -> Any:
             expires_at=bindparam("expires_at", type_=Float),
         )
         .on_conflict_do_nothing(index_elements=[spent_proofs.c.digest])
+        # The row comes back only when it was inserted (rowcount is not
+        # reported for this statement by every driver).
+        .returning(spent_proofs.c.digest)
     )
 
 
@@ -47,7 +50,7 @@ def spend(conn: Connection, digest: str, expires_at: float) -> bool:
         _spend_statement(conn.dialect.name),
         {"digest": digest, "expires_at": expires_at},
     )
-    return result.rowcount == 1
+    return result.first() is not None
 
 
 def is_spent(conn: Connection, digest: str) -> bool:
