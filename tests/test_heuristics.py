@@ -18,7 +18,7 @@ from flask import Flask
 
 from app.spam import SpamContext
 from app.spam.gate import LAYERS
-from app.spam.heuristics import LAYER, PHRASES, PHRASES_MAX, check, signals
+from app.spam.heuristics import LAYER, LAYER_MAX, PHRASES, check, signals
 from app.spam.settings import SpamSettings
 
 from .helpers import services_of
@@ -243,15 +243,16 @@ def test_reasons_never_quote_the_visitors_text():
 
 
 def test_only_a_combined_score_reaches_quarantine_and_never_drop():
-    """Each signal scores under quarantine_at; only many pitch phrases
-    together reach it, capped well under drop_at."""
+    """Each signal scores under quarantine_at but the phrases together; the
+    layer as a whole adds at most LAYER_MAX, under drop_at."""
     worst = "[url=http://a.example]x[/url] " * 20 + "casino viagra forex " * 10
-    reasons = signals("http://a.example", "http://a.example", worst)
+    reasons = signals("http://a.example vіagra", "http://a.example!!!", worst)
     for reason in reasons:
         assert reason.action == "score"
         if reason.rule != "pitch_phrases":
             assert reason.score < SpamSettings().quarantine_at
-    assert max(r.score for r in reasons) == PHRASES_MAX < SpamSettings().drop_at
+    assert sum(r.score for r in reasons) == LAYER_MAX < SpamSettings().drop_at
+    assert any(r.threshold == "layer total at most 9" for r in reasons)
 
 
 def test_other_fields_are_not_read(app: Flask):

@@ -25,7 +25,8 @@ fields: a `website` field is meant to hold a link) and scores what it sees:
 
 Every reason is a score only (action `score`): no signal quarantines on
 its own, a post is quarantined (at `quarantine_at`, 5 by default) when
-several agree, and dropped only at `drop_at` (15). How the weights are
+several agree, and the whole layer adds at most 9 (LAYER_MAX), so on its
+own it never reaches `drop_at` (15). How the weights are
 set: what a customer might well write (an HTML snippet, two links, a
 short question under a link, a link in Chinese text, one topic phrase
 such as "backlinks") weighs at most 1.5, so a customer without
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import Reason, SpamContext
@@ -503,6 +505,11 @@ ARCHIVE = re.compile(r"\.(zip|rar|7z|exe|scr|iso|apk|msi)(\?|$)", re.IGNORECASE)
 # Cyrillic letters that look like Latin ones: what a mixed word meant.
 HOMOGLYPHS = str.maketrans("аеорсухіјѕԁԛԝАВЕКМНОРСТХІЈЅ", "aeopcyxijsdqwABEKMHOPCTXIJS")
 
+# The whole layer adds at most this: enough to quarantine on its own,
+# never to drop (drop_at is 15 by default). Content alone should not
+# lose a message, and a misjudged customer waits in quarantine.
+LAYER_MAX = 9.0
+
 W_BBCODE = 4.0
 W_HTML_LINK = 1.5
 W_LINK_IN_NAME = 4.0
@@ -545,7 +552,26 @@ def signals(name: str, subject: str, message: str) -> list[Reason]:
         )
     reasons += _phrases(" ".join((name, subject, message)), bool(links))
     reasons += _shouting(subject, message)
-    return reasons
+    return _capped(reasons)
+
+
+def _capped(reasons: list[Reason]) -> list[Reason]:
+    """Keep the layer's total at LAYER_MAX, taking the excess off the largest."""
+    excess = sum(r.score for r in reasons) - LAYER_MAX
+    if excess <= 0:
+        return reasons
+    out = list(reasons)
+    for i in sorted(range(len(out)), key=lambda i: -out[i].score):
+        if excess <= 0:
+            break
+        cut = min(excess, out[i].score)
+        excess -= cut
+        out[i] = replace(
+            out[i],
+            score=round(out[i].score - cut, 3),
+            threshold=f"layer total at most {LAYER_MAX:g}",
+        )
+    return out
 
 
 def _markup(name: str, subject: str, message: str) -> list[Reason]:
