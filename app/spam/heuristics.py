@@ -19,22 +19,23 @@ fields: a `website` field is meant to hold a link) and scores what it sees:
 | `pitch_phrases`     | PHRASES below: SEO, web-design, guest-post, lead    |  1-3  |
 |                     | lists, cold outreach, crypto, forex, loans, scams,  | each, |
 |                     | casino, pharma, in English, Russian, Chinese; +1    | max 9 |
-|                     | for 3 or more, +1 with a link                       |       |
+|                     | for 3 strong ones, +1 with a link (over 1.5 only)   |       |
 | `all_caps`          | 20+ letters, 70% of them capitals                   |   1.0 |
 | `repeated_punct`    | runs like `!!!`, `???`, `$$$`                       |   0.5 |
 
-Every reason is a score only (action `score`): no signal quarantines on
-its own, a post is quarantined (at `quarantine_at`, 5 by default) when
-several agree, and the whole layer adds at most 9 (LAYER_MAX), so on its
-own it never reaches `drop_at` (15). How the weights are
-set: what a customer might well write (an HTML snippet, two links, a
-short question under a link, a link in Chinese text, one topic phrase
-such as "backlinks") weighs at most 1.5, so a customer without
-JavaScript (a missing proof of work scores 3) who shows one of them
-stays under 5; 2 and more goes to what customers practically never do
-(BBCode, a link as their name, a shortener, a pitch of several phrases).
-They were tuned against the labelled corpus in tests/corpus/ (bench/spam.py
-prints what this layer adds and its false positives there; zero is the line).
+Every reason is a score only (action `score`): no signal but a pitch of
+several phrases reaches quarantine on its own, a post is quarantined (at
+`quarantine_at`, 5 by default) when several agree, and the whole layer
+adds at most 9 (LAYER_MAX), so on its own it never reaches `drop_at`
+(15). How the weights are set: what a customer might well write (an
+HTML snippet, two links, a short question under a link, a link in
+Chinese text, one topic phrase such as "backlinks") weighs at most 1.5,
+so a customer without JavaScript (a missing proof of work scores 3) who
+shows one of them stays under 5; 2 and more goes to what customers
+practically never do (BBCode, a link as their name, a shortener, a pitch
+of several phrases). They were tuned against the labelled corpus in
+tests/corpus/; bench/spam.py prints what this layer adds there, its
+false positives (zero is the line) and its rate on a held-out set.
 
 A reason says what it saw ("3 pitch phrases: backlinks, guest post, ...")
 in the layer's own words: the name of the matched phrase, a count, a host
