@@ -306,6 +306,8 @@ def _layer_off(name: str, settings: SpamSettings) -> str:
         return "no captcha in the form's spam settings"
     if name == "rspamd" and not current_app.config.get("RSPAMD_URL"):
         return "RSPAMD_URL is not set"
+    if name == "altcha" and settings.proof_of_work == "off":
+        return "proof_of_work is off"
     return ""
 
 
@@ -379,6 +381,17 @@ def advice(reason: Reason, form: FormDef, where: str) -> str:
         key = "SPAM_RSPAMD_QUARANTINE_AT" if env else "rspamd_quarantine_at"
         return (
             f"raise {key} above the score in {where}, or change the rspamd rules named"
+        )
+    if rule.startswith("altcha_"):
+        key = "SPAM_PROOF_OF_WORK" if env else "proof_of_work"
+        if rule == "altcha_missing":
+            return (
+                "put the proof-of-work script and element in the form "
+                f"(docs/forms.md#proof-of-work-altcha), or set {key} in {where}"
+            )
+        return (
+            f"a live page's proof comes fresh from /f/{form.id}/challenge; "
+            f"a saved post's has expired or been spent (or set {key} in {where})"
         )
     return f"see docs/spam.md for the rule {rule}"
 

@@ -43,21 +43,18 @@ def encode(data: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(data).encode()).decode()
 
 
-def solve(challenge: dict[str, Any], **changes: Any) -> str:
+def solve(made: dict[str, Any], /, **changes: Any) -> str:
     """Solve a challenge as the widget does; return the `altcha` field's value."""
     found = altcha_lib.solve_challenge_v1(
-        challenge["challenge"],
-        challenge["salt"],
-        challenge["algorithm"],
-        challenge["maxnumber"],
+        made["challenge"], made["salt"], made["algorithm"], made["maxnumber"]
     )
     assert found is not None
     payload = {
-        "algorithm": challenge["algorithm"],
-        "challenge": challenge["challenge"],
+        "algorithm": made["algorithm"],
+        "challenge": made["challenge"],
         "number": found.number,
-        "salt": challenge["salt"],
-        "signature": challenge["signature"],
+        "salt": made["salt"],
+        "signature": made["signature"],
         "took": 12,
     }
     payload.update(changes)
@@ -175,6 +172,9 @@ def test_garbage_is_invalid(app: Flask, value: str, seen: str) -> None:
         ({"number": True}, "fields missing"),
         ({"algorithm": "SHA-1"}, "other algorithm"),
         ({"signature": None}, "fields missing"),
+        ({"challenge": "é" * 64}, "wrong number"),
+        ({"signature": "é" * 64}, "bad signature"),
+        ({"salt": "sel☃?form=default&"}, "wrong number"),
     ],
 )
 def test_wrong_types_are_invalid(app: Flask, change: dict, seen: str) -> None:
@@ -519,6 +519,21 @@ def test_explain_judges_a_proof_without_spending_it(
     # Still unspent: the real post with it is clean.
     post_to_endpoint(app, altcha=value)
     assert stored_verdict(app) == ("pending", [])
+    result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+    assert "altcha_replayed" in result.output
+    assert "/f/default/challenge" in result.output  # what to change
     post.write_text("email=ada@example.net\nmessage=A question.\n", encoding="utf-8")
     result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
     assert "altcha_missing" in result.output
+    assert "docs/forms.md#proof-of-work-altcha" in result.output
+
+
+def test_explain_says_when_proof_of_work_is_off(
+    make_app: Callable[..., Flask], relay: Relay, tmp_path
+) -> None:
+    app = make_app(relay.env(ALLOWED_ORIGINS=SITE, SPAM_PROOF_OF_WORK="off"))
+    post = tmp_path / "post.txt"
+    post.write_text("email=ada@example.net\nmessage=A question.\n", encoding="utf-8")
+    argv = ["explain", "default", "--origin", SITE, "--ip", "203.0.113.9"]
+    result = app.test_cli_runner().invoke(args=[*argv, "--file", str(post)])
+    assert "altcha: off (proof_of_work is off)" in result.output

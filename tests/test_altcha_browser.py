@@ -246,3 +246,92 @@ def test_sending_at_once_is_not_held_back_by_the_proof(
         took = time.monotonic() - started
     assert took < 3.0, f"the send waited {took:.1f} s"
     assert verdict_of_newest(app) == ("pending", ["altcha_missing"])
+
+
+FETCH_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Contact (fetch)</title>
+<script src="{formpost}/static/formpost-altcha.js" defer></script>
+<script src="/send.js" defer></script></head>
+<body>
+<form id="contact" action="{formpost}/f/default" method="POST">
+  <label for="email">Email</label> <input id="email" name="email" type="email">
+  <label for="message">Message</label>
+  <textarea id="message" name="message"></textarea>
+  <div data-formpost-challenge="{formpost}/f/default/challenge"></div>
+  <button type="submit">Send</button>
+</form>
+<ol id="results"></ol>
+</body></html>
+"""
+SEND_JS = """"use strict";
+document.getElementById("contact").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const body = new URLSearchParams(new FormData(form));
+  const item = document.createElement("li");
+  const reply = await fetch(form.action, {
+    method: "POST", body, headers: { "Accept": "application/json" },
+  });
+  item.textContent = (await reply.json()).ok ? "ok" : "refused";
+  document.getElementById("results").append(item);
+});
+"""
+
+
+def test_a_page_that_stays_open_solves_a_fresh_proof_for_each_send(
+    make_app: Callable[..., Flask],
+    relay: Relay,
+    new_context: Callable[..., BrowserContext],
+    static_site: tuple[str, Path],
+) -> None:
+    """A fetch() form sends twice; each send carries its own, unspent proof."""
+    origin, root = static_site
+    app = make_app(relay.env(ALLOWED_ORIGINS=origin, SPAM_PROOF_OF_WORK="required"))
+    page = new_context().new_page()
+    with serve_wsgi(app) as formpost:
+        (root / "form.html").write_text(
+            FETCH_PAGE.format(formpost=formpost), encoding="utf-8"
+        )
+        (root / "send.js").write_text(SEND_JS, encoding="utf-8")
+        page.goto(origin + "/form.html")
+        proof = page.locator("input[name=altcha]")
+        page.get_by_label("Email").fill("zoe@example.net")
+        page.get_by_label("Message").fill("First question: do you ship to Norway?")
+        expect(proof).to_have_value(SOLVED, timeout=SOLVE_TIMEOUT_MS)
+        first = proof.input_value()
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#results li")).to_have_text(["ok"])
+        expect(proof).to_have_value("")  # spent: dropped after the send
+        page.get_by_label("Message").fill("Second question: and to Iceland?")
+        expect(proof).to_have_value(SOLVED, timeout=SOLVE_TIMEOUT_MS)
+        assert proof.input_value() != first
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#results li")).to_have_text(["ok", "ok"])
+    states = [
+        (row.state, Verdict.from_json(row.verdict).reasons)  # type: ignore[union-attr]
+        for row in services_of(app).ledger.rows()
+    ]
+    assert states == [("pending", ()), ("pending", ())]
+
+
+def test_an_open_page_renews_its_proof_before_it_expires(
+    make_app: Callable[..., Flask],
+    relay: Relay,
+    new_context: Callable[..., BrowserContext],
+) -> None:
+    """After 19 minutes on the page the proof is a fresh one (the page's clock)."""
+    app = make_app(relay.env(SPAM_PROOF_OF_WORK="required"))
+    page = new_context().new_page()
+    page.clock.install()
+    with serve_wsgi(app) as base:
+        page.goto(base + "/")
+        proof = page.locator("input[name=altcha]")
+        fill_hosted(page)
+        expect(proof).to_have_value(SOLVED, timeout=SOLVE_TIMEOUT_MS)
+        first = proof.input_value()
+        page.clock.fast_forward("19:30")
+        expect(proof).not_to_have_value(first, timeout=SOLVE_TIMEOUT_MS)
+        expect(proof).to_have_value(SOLVED, timeout=SOLVE_TIMEOUT_MS)
+        page.get_by_role("button", name="Send message").click()
+        page.wait_for_url(base + "/thanks")
+    assert verdict_of_newest(app) == ("pending", [])

@@ -154,13 +154,12 @@ def examine(
         return Problem("altcha_invalid", "other algorithm")
     salt: str = data["salt"]
     challenge: str = data["challenge"]
+    # Compared as bytes: compare_digest refuses str that is not ASCII.
     expected = altcha.hash_hex(ALGORITHM, f"{salt}{number}".encode())
-    if not hmac.compare_digest(expected, challenge):
+    if not hmac.compare_digest(expected.encode(), challenge.encode()):
         return Problem("altcha_invalid", "wrong number")
-    signature = altcha.hmac_hex(
-        ALGORITHM, challenge.encode("ascii"), hmac_key(secret_key)
-    )
-    if not hmac.compare_digest(signature, data["signature"]):
+    signature = altcha.hmac_hex(ALGORITHM, challenge.encode(), hmac_key(secret_key))
+    if not hmac.compare_digest(signature.encode(), data["signature"].encode()):
         return Problem("altcha_invalid", "bad signature")
     # Signed by us from here on: the salt's parameters are ours.
     params = altcha.extract_params_v1(data)  # type: ignore[arg-type]
@@ -173,7 +172,7 @@ def examine(
         return Problem("altcha_invalid", "no expiry")
     if expires_at < now:
         return Problem("altcha_expired", f"expired {int(now - expires_at)} s ago")
-    digest = hashlib.sha256(f"altcha:{challenge}".encode("ascii")).hexdigest()
+    digest = hashlib.sha256(f"altcha:{challenge}".encode()).hexdigest()
     return Proof(digest, expires_at)
 
 
