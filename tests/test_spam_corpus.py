@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from app.spam import heuristics
+
 from . import spamcorpus
 from .rspamdkit import running_rspamd
 from .spamcorpus import Judged
@@ -143,3 +145,27 @@ def test_with_rspamd_still_no_legitimate_post_is_caught(tmp_path: Path, capsys):
     with capsys.disabled():
         print(f"\nspam caught with rspamd: {rate:.1%} of {len(spam)}")
     assert rate >= TARGET
+
+
+def test_heuristic_reasons_use_only_their_own_words(judged):
+    """Over the whole corpus, a heuristics reason names phrases, counts and
+    hosts from its own lists: never a word of the visitor's beyond them."""
+    own = {
+        word.lower()
+        for label, _, _ in heuristics.PHRASES
+        for word in re.findall(r"\w+", label)
+    }
+    own |= {part for host in heuristics.SHORTENERS for part in host.split(".")}
+    own |= set(heuristics.ABUSED_TLDS) | set("zip rar 7z exe scr iso apk msi".split())
+    own |= set(
+        "a an and in of to with like the url href tags name subject words word "
+        "other links link shortener under mixing latin cyrillic cjk text "
+        "capitals runs run pitch phrase phrases layer total at most max per "
+        "characters least".split()
+    )
+    for j in judged["legit"] + judged["spam"]:
+        for reason in j.verdict.reasons:
+            if reason.layer != heuristics.LAYER:
+                continue
+            words = re.findall(r"[^\W\d_]+", f"{reason.value} {reason.threshold}")
+            assert {w.lower() for w in words} <= own, (j.post["id"], reason)
