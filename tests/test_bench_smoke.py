@@ -87,3 +87,9 @@ def test_request_path_measures_every_row():
     rows = out.splitlines()[1:]
     assert len(rows) == 4, out
     assert all(float(row.split()[-1]) > 0 for row in rows), out
+
+
+def test_spam_bench_measures_the_default_layers():
+    out = bench("spam.py", "--smoke", timeout=300)
+    assert "| default, no rspamd | 0 of " in out
+    assert "passes the bot checks" in out

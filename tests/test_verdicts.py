@@ -22,12 +22,12 @@ from .endpoint.posting import FIELDS, HTML, JSON, SITE, post
 from .helpers import deliver, ledger_of, post_form, use_fake_clock
 
 RECEIPT = re.compile(rb"[A-Z0-9]{4}-[A-Z0-9]{4}")
-SPAMMY = "Hello, we sell casino chips in bulk. Write back today."
+SPAMMY = "Hello, we sell lottery tickets in bulk. Write back today."
 
 
 def spam_env(relay, tmp_path, **extra):
     return relay.env(
-        SPAM_BLOCKED_WORDS="casino",
+        SPAM_BLOCKED_WORDS="lottery",
         ALLOWED_ORIGINS=SITE,
         REDIRECT_HOSTS="www.example.com",
         **extra,
@@ -36,7 +36,7 @@ def spam_env(relay, tmp_path, **extra):
 
 @pytest.fixture
 def app3(make_app, relay, database_url, tmp_path):
-    """An app that quarantines "casino", on both databases."""
+    """An app that quarantines "lottery", on both databases."""
     return make_app(spam_env(relay, tmp_path, DATABASE_URL=database_url))
 
 
@@ -79,7 +79,7 @@ def test_three_verdicts_one_answer_one_row_each(app3, relay, headers):
 
     spam = Verdict.from_json(rows["spam"].verdict)
     assert spam is not None and spam.name == "quarantine"
-    assert spam.codes == ("blocked_word",) and spam.reasons[0].value == "casino"
+    assert spam.codes == ("blocked_word",) and spam.reasons[0].value == "lottery"
     assert rows["spam"].message == SPAMMY and rows["spam"].body_digest
 
     dropped = rows["dropped"]
@@ -96,7 +96,7 @@ def test_three_verdicts_one_answer_one_row_each(app3, relay, headers):
     assert [count for _, _, count in ledger_of(app3).daily_counts(0)] == [2]
     assert deliver(app3) == 1
     (got,) = relay.received
-    assert b"casino" not in got.data
+    assert b"lottery" not in got.data
     assert {r.state for r in ledger_of(app3).rows()} == {"sent", "spam", "dropped"}
     assert deliver(app3) == 0
 
@@ -146,7 +146,7 @@ def test_the_log_line_carries_the_verdict_and_codes_never_content(
         post(client, {**FIELDS, "message": SPAMMY}, headers=JSON)
     (line,) = [r for r in caplog.records if r.name == "formpost.request"]
     assert (line.verdict, line.reasons) == ("quarantine", "blocked_word")
-    assert "casino" not in json.dumps(line.__dict__, default=str)
+    assert "lottery" not in json.dumps(line.__dict__, default=str)
 
 
 @pytest.mark.parametrize("kind", ["quarantine", "drop"])

@@ -18,7 +18,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..message import normalize_newlines
-from . import Reason, SpamContext, Verdict, altcha, captcha, decide, rspamd, rules
+from . import (
+    Reason,
+    SpamContext,
+    Verdict,
+    altcha,
+    captcha,
+    decide,
+    heuristics,
+    rspamd,
+    rules,
+)
 from .settings import SpamSettings
 
 if TYPE_CHECKING:
@@ -28,6 +38,7 @@ Check = Callable[[SpamContext, SpamSettings, "Services"], list[Reason]]
 
 LAYERS: tuple[tuple[str, Check], ...] = (
     ("rules", rules.check),
+    ("heuristics", heuristics.check),
     ("altcha", altcha.check),
     ("captcha", captcha.check),
     ("rspamd", rspamd.check),
