@@ -43,16 +43,21 @@ def test_layers_run_cheapest_first_and_remote_last():
     assert all(n in REMOTE for n in names[first_remote:])
 
 
+# Proof of work is off where a test is about other layers: a post built
+# here carries no proof, which the default `score` mode counts.
+NO_POW = {"proof_of_work": "off"}
+
+
 def test_a_clean_post_is_accepted_without_reasons(svc):
-    verdict = evaluate(post(), SpamSettings(), svc)
+    verdict = evaluate(post(), SpamSettings(**NO_POW), svc)
     assert (verdict.name, verdict.reasons, verdict.score) == ("accept", (), 0.0)
 
 
 def test_a_remote_layer_runs_when_nothing_decided_drop(svc):
-    verdict = evaluate(post(), SpamSettings(captcha=DOWN), svc)
+    verdict = evaluate(post(), SpamSettings(captcha=DOWN, **NO_POW), svc)
     assert verdict.codes == ("captcha_unavailable",)
     assert verdict.name == "accept"  # fail open
-    closed = evaluate(post(), SpamSettings(captcha=DOWN, fail="closed"), svc)
+    closed = evaluate(post(), SpamSettings(captcha=DOWN, fail="closed", **NO_POW), svc)
     assert closed.name == "quarantine"
 
 

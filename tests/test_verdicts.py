@@ -45,7 +45,11 @@ def three(client, headers):
     return [
         post(client, FIELDS, headers=headers),
         post(client, {**FIELDS, "message": SPAMMY}, headers=headers),
-        post(client, {**FIELDS, "_gotcha": "x"}, headers=headers),
+        post(
+            client,
+            {**FIELDS, "message": "Autofilled, or a bot.", "_gotcha": "x"},
+            headers=headers,
+        ),
     ]
 
 
