@@ -51,6 +51,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from .formdefs import load_forms
     from .ledger import Ledger, default_url, make_engine, migrate
     from .ledger.owners import OwnerStore
+    from .notifier import NotifySettings
     from .outbox import OutboxSettings
     from .owners import Owners
     from .services import EXTENSION, Services, make_transport
@@ -130,6 +131,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         backlog_limit=app.config["BACKLOG_LIMIT"],
         dedupe_window=app.config["DEDUPE_WINDOW"],
         owners=Owners(OwnerStore(engine, clock)),
+        notify=NotifySettings.from_config(app.config),
     )
 
     app.register_blueprint(hosted.bp)

@@ -20,7 +20,7 @@ from flask import g, has_request_context
 
 from . import metrics
 from .compose import Submission, compose, new_message_id
-from .ledger import Content, Limits, new_receipt
+from .ledger import Channel, Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
 
@@ -49,6 +49,9 @@ class Post:
     limits: Limits | None = None
     origin: str | None = None
     user_agent: str | None = None
+    # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
+    # by the caller from the form's configuration (Services.channels).
+    channels: tuple[Channel, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -140,6 +143,7 @@ def accept(services: Services, post: Post) -> str:
         if post.limits is not None and post.limits.dedupe_window
         else None,
         content=post.content(),
+        channels=post.channels,
     )
     metrics.submission(post.form_id, "accepted")
     if has_request_context():

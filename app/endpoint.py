@@ -105,6 +105,7 @@ def submit(form_id: str) -> ResponseReturnValue:
             limits=svc.limits(form.rate_limit),
             origin=origin,
             user_agent=request.headers.get("User-Agent"),
+            channels=tuple(svc.channels(form.id, found.reply_to)),
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)

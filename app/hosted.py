@@ -84,6 +84,7 @@ def submit() -> ResponseReturnValue:
             limits=svc.limits(cfg["RATE_LIMIT"]),
             origin=request_origin(),
             user_agent=request.headers.get("User-Agent"),
+            channels=tuple(svc.channels("hosted", form.email.data or None)),
         ),
     )
     return redirect(url_for(".thanks"), code=303)

@@ -20,8 +20,10 @@ from config import Recipient
 
 from .clock import Clock
 from .formdefs import FormDef
-from .ledger import Ledger, Limits
+from .ledger import Channel, Ledger, Limits
 from .maildir import MaildirTransport, default_maildir
+from .notifier import FORM_OF, Notifier, NotifySettings
+from .notify import plan
 from .outbox import OutboxSettings, Worker
 from .owners import Owners
 from .signing import Signer, SigningTransport
@@ -45,6 +47,7 @@ class Services:
     backlog_limit: int
     owners: Owners
     dedupe_window: float = 0.0
+    notify: NotifySettings = NotifySettings()
 
     @property
     def clock(self) -> Clock:
@@ -61,13 +64,51 @@ class Services:
         )
 
     def worker(self, rand: Callable[[], float] = random.random) -> Worker:
-        """Build a delivery worker over this ledger and transport."""
+        """Build a delivery worker over this ledger and transport.
+
+        It delivers the other channels too (webhooks, Apprise, autoresponses),
+        on a thread of its own.
+        """
         return Worker(
             ledger=self.ledger,
             transport=self.transport,
             settings=self.outbox,
             clock=self.clock,
             rand=rand,
+            notifier=self.notifier(rand),
+        )
+
+    def notifier(self, rand: Callable[[], float] = random.random) -> Notifier:
+        """Build the loop that delivers webhooks, Apprise and autoresponses."""
+        return Notifier(
+            ledger=self.ledger,
+            transport=self.transport,
+            forms=self.forms,
+            mail_from=self.mail_from,
+            outbox=self.outbox,
+            settings=self.notify,
+            clock=self.clock,
+            rand=rand,
+        )
+
+    def channels(self, form_id: str, email: str | None) -> list[Channel]:
+        """The deliveries beyond the email a submission to this form gets.
+
+        `email` is the address the form validated (the autoresponse goes only
+        there). The hosted page uses the default form's channels.
+        """
+        form = self.forms.get(FORM_OF.get(form_id, form_id))
+        return plan(form, email, self.clock.now()) if form is not None else []
+
+    def create_deliveries(self, receipt: str) -> int:
+        """Create the deliveries of a stored submission, e.g. one just released
+        from quarantine; idempotent, nothing for spam/dropped/erased rows.
+        """
+        row = self.ledger.row(receipt)
+        if row is None:
+            return 0
+        return self.ledger.create_deliveries(
+            receipt, self.channels(row.form_id, row.email)
         )
 
 

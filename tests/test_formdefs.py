@@ -49,7 +49,12 @@ def config(forms_file: str | None = None) -> dict[str, Any]:
         pytest.param({"-x": {}}, "-x", ["id"], id="id-dash"),
         pytest.param({"x" * 65: {}}, "x" * 65, ["id"], id="id-long"),
         pytest.param({"": {}}, "", ["id"], id="id-empty"),
-        pytest.param({"default": {}}, "default", ["default"], id="id-default"),
+        pytest.param(
+            {"default": {"recipients": ["sales"]}},
+            "default",
+            ["default"],
+            id="id-default",
+        ),
         pytest.param({"contact": 3}, "contact", ["table"], id="not-a-table"),
         pytest.param({"contact": {}}, "contact", ["recipients"], id="no-recipients"),
         pytest.param(one(recipients=[]), "contact", ["recipients"], id="empty-list"),

@@ -34,8 +34,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from . import actions, index
+from . import actions, deliveries, index
 from .content import Content, search_columns
+from .deliveries import Channel, ClaimedDelivery
 from .driver import driver_args, driver_transaction, reading, writing
 from .groupcommit import GroupCommit, Pending
 from .limits import (
@@ -128,6 +129,7 @@ class _Store:
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
     search: dict[str, str]  # the full-text index's columns (index.py)
+    channels: tuple[Channel, ...] = ()  # deliveries beyond the email
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -295,6 +297,7 @@ class Ledger:
         limits: Limits | None = None,
         fingerprint: str | None = None,
         content: Content | None = None,
+        channels: Sequence[Channel] = (),
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -305,7 +308,9 @@ class Ledger:
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
         refuses, StorageError if nothing was committed. `content` is what the
-        visitor sent, stored as data and indexed for search.
+        visitor sent, stored as data and indexed for search. `channels` get
+        one delivery each in the same transaction, for an accepted (pending)
+        row only (deliveries.py).
         """
         now = self.clock.now()
         content = content or Content()
@@ -342,6 +347,7 @@ class Ledger:
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
                 search=search,
+                channels=tuple(channels),
             )
         )
         self._commits.run(item)
@@ -404,6 +410,13 @@ class Ledger:
                 else:
                     params = {**row, "search_text": index.search_text(store.search)}
                     cursor.execute(*driver_args(insert_row, params, engine))
+                if store.channels and row["state"] == "pending":
+                    add = deliveries.insert_statement(dialect)
+                    for channel in store.channels:
+                        params = deliveries.params_for(
+                            row["receipt"], channel, store.now
+                        )
+                        cursor.execute(*driver_args(add, params, engine))
                 key = (row["form_id"], int(store.now // DAY))
                 days[key] = days.get(key, 0) + 1
                 stored += 1
@@ -706,6 +719,7 @@ class Ledger:
                     delivery_attempts.c.submission_id.in_(purged)
                 )
             )
+            deliveries.purge_for(conn, purged)
             if self.engine.dialect.name == "sqlite":
                 conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
@@ -845,6 +859,81 @@ class Ledger:
             with self._writing() as conn:
                 done += action(conn, ids, self.clock.now())
             below = ids[-1]
+
+    # -- deliveries beyond the email (deliveries.py) -----------------------
+
+    def create_deliveries(self, receipt: str, channels: Sequence[Channel]) -> int:
+        """Create the deliveries of an accepted submission (idempotent).
+
+        For a quarantined post released to pending: call after the release.
+        Nothing for spam, dropped or erased rows. Return how many are new.
+        """
+        with self._writing() as conn:
+            return deliveries.create(conn, receipt, channels, self.clock.now())
+
+    def claim_deliveries(self, batch: int, lease: float) -> list[ClaimedDelivery]:
+        """Take up to `batch` due deliveries under a lease."""
+        try:
+            with self._writing() as conn:
+                return deliveries.claim(conn, batch, lease, self.clock.now())
+        except self._storage_errors as exc:
+            raise StorageError(f"could not claim deliveries: {exc}") from exc
+
+    def extend_deliveries(self, rows: Sequence[ClaimedDelivery], lease: float) -> None:
+        """Push the lease of deliveries still held further into the future."""
+        with self._writing() as conn:
+            deliveries.extend(conn, rows, self.clock.now() + lease)
+
+    def settle_delivery(
+        self, row: ClaimedDelivery, values: dict[str, Any], give_back: bool = False
+    ) -> bool:
+        """Record a delivery's outcome if this claim still holds it."""
+        try:
+            with self._writing() as conn:
+                return deliveries.settle(conn, row, values, give_back)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not record a delivery: {exc}") from exc
+
+    def delivery_source(self, submission_id: int) -> Any | None:
+        """The submission a delivery is about (receipt, form, content)."""
+        with self._reading() as conn:
+            return deliveries.source(conn, submission_id)
+
+    def deliveries(self, receipt: str) -> list[Any]:
+        """Every delivery of one submission, with the endpoint's 410 reason."""
+        with self._reading() as conn:
+            return deliveries.listing(conn, receipt)
+
+    def retry_deliveries(
+        self,
+        receipts: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
+        delivery_ids: Sequence[int] | None = None,
+    ) -> int:
+        """Make failed, disabled or pending deliveries due now; return how many.
+
+        Of these submissions (receipts, or row ids), these deliveries, or all.
+        """
+        with self._writing() as conn:
+            if receipts is not None:
+                ids = list(
+                    conn.execute(
+                        select(submissions.c.id).where(
+                            submissions.c.receipt.in_(list(receipts))
+                        )
+                    ).scalars()
+                )
+            return deliveries.retry(conn, self.clock.now(), ids, delivery_ids)
+
+    def disable_target(self, target: str, reason: str) -> None:
+        """Remember that an endpoint answered 410 Gone."""
+        with self._writing() as conn:
+            deliveries.disable_target(conn, target, reason, self.clock.now())
+
+    def disabled_reason(self, target: str) -> str | None:
+        """Why an endpoint is disabled, or None."""
+        with self._reading() as conn:
+            return deliveries.disabled_reason(conn, target)
 
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""
