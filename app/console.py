@@ -385,6 +385,7 @@ def submission(receipt: str) -> ResponseReturnValue:
         text=text,
         action=ActionForm(),
         can_retry=row.state in ("pending", "failed"),
+        deliveries=services().ledger.deliveries(row.receipt),
         confirming=request.args.get("confirm") == "delete",
     )
 
@@ -421,6 +422,22 @@ def retry_one(receipt: str) -> ResponseReturnValue:
     done = services().ledger.retry_now([receipt])
     _log_action("retried", done)
     flash(_said(done, "queued to retry") if done else "Nothing to retry.")
+    return redirect(url_for(".submission", receipt=receipt))
+
+
+@bp.post("/s/<receipt>/deliveries/<int:delivery>/retry")
+@login_required
+def retry_delivery(receipt: str, delivery: int) -> ResponseReturnValue:
+    """Make one failed, disabled or pending delivery due now.
+
+    A webhook endpoint disabled by a 410 is enabled again.
+    """
+    _confirmed_action()
+    ledger = services().ledger
+    mine = {d.id for d in ledger.deliveries(receipt)} if len(receipt) <= 16 else set()
+    done = ledger.retry_deliveries(delivery_ids=[delivery]) if delivery in mine else 0
+    log.info("%s retried delivery %d of %s", current_user.email, delivery, receipt)
+    flash("Delivery queued to retry." if done else "Nothing to retry.")
     return redirect(url_for(".submission", receipt=receipt))
 
 

@@ -258,14 +258,15 @@ def retry(
     now: float,
     submission_ids: Sequence[int] | None = None,
     delivery_ids: Sequence[int] | None = None,
+    states: Sequence[str] = ("failed", "disabled", "pending"),
 ) -> int:
-    """Make failed, disabled and pending deliveries due now; return how many.
+    """Make deliveries in `states` due now; return how many.
 
     Retrying a delivery whose endpoint answered 410 enables the endpoint
     again: the owner says it is back.
     """
     c = deliveries.c
-    where = [c.state.in_(("failed", "disabled", "pending"))]
+    where = [c.state.in_(list(states))]
     if submission_ids is not None:
         where.append(c.submission_id.in_(list(submission_ids)))
     if delivery_ids is not None:

@@ -117,6 +117,7 @@ ROW_COLUMNS = (
     "message", "fields", "origin", "user_agent",
 )  # fmt: skip
 UNDELIVERED = ("pending", "sending")
+DELIVERY_RETRY = ("failed", "disabled", "pending")
 
 
 @dataclass(frozen=True)
@@ -899,6 +900,12 @@ class Ledger:
         with self._reading() as conn:
             return deliveries.source(conn, submission_id)
 
+    def receipt_of(self, row_id: int) -> str | None:
+        """The receipt of the submission with this row id, or None."""
+        query = select(submissions.c.receipt).where(submissions.c.id == row_id)
+        with self._reading() as conn:
+            return conn.execute(query).scalar()
+
     def deliveries(self, receipt: str) -> list[Any]:
         """Every delivery of one submission, with the endpoint's 410 reason."""
         with self._reading() as conn:
@@ -909,11 +916,14 @@ class Ledger:
         receipts: Sequence[str] | None = None,
         ids: Sequence[int] | None = None,
         delivery_ids: Sequence[int] | None = None,
+        failed_only: bool = False,
     ) -> int:
         """Make failed, disabled or pending deliveries due now; return how many.
 
-        Of these submissions (receipts, or row ids), these deliveries, or all.
+        Of these submissions (receipts, or row ids), these deliveries, or all;
+        `failed_only` leaves pending ones as they are.
         """
+        states = ("failed", "disabled") if failed_only else DELIVERY_RETRY
         with self._writing() as conn:
             if receipts is not None:
                 ids = list(
@@ -923,7 +933,7 @@ class Ledger:
                         )
                     ).scalars()
                 )
-            return deliveries.retry(conn, self.clock.now(), ids, delivery_ids)
+            return deliveries.retry(conn, self.clock.now(), ids, delivery_ids, states)
 
     def disable_target(self, target: str, reason: str) -> None:
         """Remember that an endpoint answered 410 Gone."""
