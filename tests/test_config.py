@@ -137,6 +137,9 @@ def test_explicit_port_wins_over_mode_default():
         ("MAX_CONTENT_LENGTH", "1048576", 1048576),
         ("TRUSTED_PROXY_HOPS", "2", 2),
         ("LOG_LEVEL", "debug", "DEBUG"),
+        ("WEBHOOK_TIMEOUT", "2.5", 2.5),
+        ("WEBHOOK_ALLOW_PRIVATE", "yes", True),
+        ("PUBLIC_URL", "https://Forms.Example.com/", "https://forms.example.com"),
         (
             "FRAME_ANCESTORS",
             " https://a.example , ,https://b.example",
@@ -190,6 +193,12 @@ def test_good_values_are_parsed(name, raw, value):
         ("TRUSTED_PROXY_HOPS", "one"),
         ("COOKIE_SECURE", "maybe"),
         ("LOG_LEVEL", "loud"),
+        ("WEBHOOK_TIMEOUT", "0"),
+        ("WEBHOOK_TIMEOUT", "ten"),
+        ("WEBHOOK_TIMEOUT", "300"),  # not shorter than OUTBOX_LEASE (300)
+        ("WEBHOOK_ALLOW_PRIVATE", "maybe"),
+        ("PUBLIC_URL", "forms.example.com"),
+        ("PUBLIC_URL", "https://forms.example.com/admin"),
     ],
 )
 @pytest.mark.parametrize("mode", ["development", "production"])

@@ -16,7 +16,7 @@ from app.notifier import Notifier
 from app.webhooks import RefusedAddress, build, refusal, send
 
 from .fakeclock import FakeClock
-from .helpers import deliver, ledger_of, services_of
+from .helpers import deliver, ledger_of, post_form, services_of
 from .notifykit import SECRET, Receiver, forms_toml
 
 SITE = "https://www.example.com"
@@ -370,3 +370,22 @@ def test_a_refused_webhook_is_dead_lettered_without_a_request(
     assert webhook.state == "failed"
     assert "refused" in webhook.last_error and "loopback" in webhook.last_error
     assert receiver.received() == []
+
+
+def test_the_hosted_page_uses_the_default_forms_channels(
+    make_app, relay, tmp_path, receiver
+):
+    toml = forms_toml(webhook=receiver.url, form="default").replace(
+        'recipients = ["sales"]\nallowed_origins = ["https://www.example.com"]\n', ""
+    )
+    app, clock = notify_app(make_app, relay, tmp_path, toml)
+    client = app.test_client()
+    assert post_form(client, email="grace@example.org").status_code == 303
+    [row] = ledger_of(app).rows()
+    assert row.form_id == "hosted"
+    assert states(app, row.receipt) == {"webhook": "pending", "autoresponse": "pending"}
+    notify(app, clock)
+    [auto] = autoresponses(relay)
+    assert auto.rcpt_tos == ["grace@example.org"]
+    [call] = receiver.received()
+    assert call.json["data"]["form"] == "hosted"
