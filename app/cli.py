@@ -80,6 +80,13 @@ def status_command() -> None:
     for state in STATES:
         click.echo(f"{state:<8} {stats.counts[state]:>8}")
     click.echo(f"oldest pending: {_age(stats.oldest_pending_age)}")
+    others = _ledger().delivery_counts()
+    if any(others.values()):
+        # Webhooks, Apprise and autoresponses: `outbox deliveries ID` for one.
+        click.echo(
+            "other channels: "
+            + ", ".join(f"{state} {n}" for state, n in others.items() if n)
+        )
     relay = stats.relay
     if relay and relay["failing_since"] is not None:
         since = _age(_ledger().clock.now() - relay["failing_since"])

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from typing import Any
 
+from . import metrics
 from .clock import Clock
 from .compose import compose_autoresponse, new_message_id
 from .errors import DeliveryError, PermanentError, StorageError, TransientError
@@ -133,6 +134,7 @@ class Notifier:
         if not held:
             log.warning("delivery %d: outcome not recorded, lease lost", row.id)
             return
+        metrics.notification(row.kind, outcome)
         level = logging.INFO if outcome in ("sent", "pending") else logging.WARNING
         log.log(
             level,

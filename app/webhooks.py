@@ -54,6 +54,15 @@ def refusal(address: str, allow_private: bool) -> str | None:
     mapped = getattr(ip, "ipv4_mapped", None)
     if mapped is not None:
         ip = mapped
+    # 6to4 and Teredo addresses carry an IPv4 address that routes may reach.
+    embedded = (
+        getattr(ip, "sixtofour", None)
+        or (getattr(ip, "teredo", None) or (None, None))[1]
+    )
+    if embedded is not None:
+        inner = refusal(str(embedded), allow_private)
+        if inner is not None:
+            return f"{inner} inside an IPv6 address"
     if ip in METADATA:
         return "a cloud metadata address"
     if allow_private:

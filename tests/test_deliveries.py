@@ -126,6 +126,8 @@ def test_the_cli_lists_and_retries_deliveries(gone):
     missing = runner.invoke(args=["outbox", "deliveries", "ZZZZ-ZZZZ"])
     assert missing.exit_code != 0 and "no submission" in missing.output
 
+    status = runner.invoke(args=["outbox", "status"])
+    assert "other channels: disabled 1" in status.output
     result = runner.invoke(args=["outbox", "retry", "--all-failed"])
     assert result.exit_code == 0
     assert "requeued 1 delivery" in result.output

@@ -329,6 +329,8 @@ def test_an_apprise_failure_is_retried(make_app, relay, tmp_path, apprise_receiv
         "100.64.0.1",
         "::ffff:127.0.0.1",
         "::ffff:10.1.2.3",
+        "2002:7f00:1::1",  # 6to4 around 127.0.0.1
+        "2002:a00:1::1",  # 6to4 around 10.0.0.1
     ],
 )
 def test_refused_addresses(address):

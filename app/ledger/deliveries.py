@@ -317,3 +317,9 @@ def purge_for(conn: Connection, submission_ids: Any) -> None:
     conn.execute(
         delete(deliveries).where(deliveries.c.submission_id.in_(submission_ids))
     )
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Deliveries by state."""
+    query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+    return {state: n for state, n in conn.execute(query).all()}

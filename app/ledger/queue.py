@@ -53,6 +53,7 @@ from .limits import (
 from .schema import (
     BACKLOG,
     BOUNDS,
+    DELIVERY_STATES,
     RELAY_KEY,
     STATES,
     counters,
@@ -934,6 +935,12 @@ class Ledger:
                     ).scalars()
                 )
             return deliveries.retry(conn, self.clock.now(), ids, delivery_ids, states)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries beyond the email by state (every state, 0 included)."""
+        with self._reading() as conn:
+            found = deliveries.counts(conn)
+        return {state: found.get(state, 0) for state in DELIVERY_STATES}
 
     def disable_target(self, target: str, reason: str) -> None:
         """Remember that an endpoint answered 410 Gone."""
