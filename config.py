@@ -134,7 +134,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             f"SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a send attempt must end "
             "before another worker may take the message over"
         )
-    cfg["WEBHOOK_TIMEOUT"] = env.number("WEBHOOK_TIMEOUT", 10.0, 0.1, 300.0)
+    # Unset: 10 s, or half the lease when that is shorter (a short lease
+    # must not make a webhook-free setup fail to start).
+    cfg["WEBHOOK_TIMEOUT"] = env.number(
+        "WEBHOOK_TIMEOUT", min(10.0, cfg["OUTBOX_LEASE"] / 2), 0.1, 300.0
+    )
     if cfg["OUTBOX_LEASE"] <= cfg["WEBHOOK_TIMEOUT"]:
         raise ConfigError(
             f"OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer than "

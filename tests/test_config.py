@@ -151,6 +151,14 @@ def test_good_values_are_parsed(name, raw, value):
     assert load_config({name: raw})[name] == value
 
 
+def test_a_short_lease_shortens_the_default_webhook_timeout():
+    assert (
+        load_config({"OUTBOX_LEASE": "4", "SMTP_TIMEOUT": "3"})["WEBHOOK_TIMEOUT"]
+        == 2.0
+    )
+    assert load_config({})["WEBHOOK_TIMEOUT"] == 10.0
+
+
 # --- bad values stop start-up, naming the variable ----------------------------
 
 
