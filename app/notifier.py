@@ -187,16 +187,14 @@ class Notifier:
                 self.clock.now(),
                 data,
             )
-            reply = send(
-                request, self.settings.webhook_timeout, self.settings.allow_private
-            )
-            return self._sent(reply)
+            send(request, self.settings.webhook_timeout, self.settings.allow_private)
+            return self._sent()
         if channel.apprise_url is not None:
             self._apprise(channel.apprise_url, source, form)
-            return self._sent(None)
+            return self._sent()
         return self._autoresponse(source, form)
 
-    def _sent(self, reply: str | None) -> dict[str, Any]:
+    def _sent(self) -> dict[str, Any]:
         return {"state": "sent", "sent_at": self.clock.now(), "last_error": None}
 
     def _apprise(self, url: str, source: Any, form: FormDef | None) -> None:
@@ -233,7 +231,7 @@ class Notifier:
         except UnsafeHeaderError as exc:
             raise _Failed(f"cannot compose the autoresponse: {exc}") from exc
         send_one(self.transport, envelope)
-        return self._sent(None)
+        return self._sent()
 
 
 def chat_text(source: Any, public_url: str | None, full: bool) -> tuple[str, str]:

@@ -100,7 +100,7 @@ def resolve_checked(host: str, port: int, allow_private: bool) -> list[str]:
         why = refusal(address, allow_private)
         if why is not None:
             raise RefusedAddress(
-                f"refused: {host} resolves to {address}, {why} "
+                f"{host} resolves to {address}, {why} "
                 "(WEBHOOK_ALLOW_PRIVATE=true allows private receivers)"
             )
     return addresses
