@@ -8,10 +8,13 @@ verifies signatures with the standardwebhooks library. Both databases.
 from __future__ import annotations
 
 import logging
+import ssl
+import time
 from email import message_from_bytes, policy
 
 import pytest
 
+from app.errors import TransientError
 from app.notifier import Notifier
 from app.webhooks import RefusedAddress, build, refusal, send
 
@@ -391,3 +394,19 @@ def test_the_hosted_page_uses_the_default_forms_channels(
     assert auto.rcpt_tos == ["grace@example.org"]
     [call] = receiver.received()
     assert call.json["data"]["form"] == "hosted"
+
+
+def test_https_is_verified_against_the_name_while_connecting_to_the_address(pki):
+    receiver = Receiver(tls=pki.server_context())
+    try:
+        url = f"https://localhost:{receiver.port}/hook"
+        request = build(url, SECRET, "msg_tls", time.time(), {"receipt": "X"})
+        trusting = ssl.create_default_context(cafile=pki.ca_file)
+        assert send(request, 2.0, True, context=trusting) == "HTTP 200"
+        [call] = receiver.received()
+        assert call.verified is not None
+        # A certificate the client does not trust: retried, never delivered.
+        with pytest.raises(TransientError):
+            send(request, 2.0, True, context=ssl.create_default_context())
+    finally:
+        receiver.stop()
