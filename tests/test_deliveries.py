@@ -164,3 +164,15 @@ def test_purging_a_submission_purges_its_deliveries(ledger, clock):
         left = conn.exec_driver_sql("SELECT COUNT(*) FROM deliveries").scalar()
     assert left == 0
     assert ledger.deliveries(receipt) == []
+
+
+def test_an_erased_submission_is_not_sent_on(make_app, relay, tmp_path, receiver):
+    toml = forms_toml(webhook=receiver.url)
+    app, clock = notify_app(make_app, relay, tmp_path, toml)
+    receipt = post(app)
+    assert ledger_of(app).erase([receipt]) == 1
+    notify(app, clock)
+    assert receiver.received() == []
+    for delivery in ledger_of(app).deliveries(receipt):
+        assert delivery.state == "failed"
+        assert "erased" in delivery.last_error
