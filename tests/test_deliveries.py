@@ -13,7 +13,7 @@ from app.ledger import Channel
 from app.ledger.tokens import TokenStore
 
 from .consolekit import log_in, text_of, token, with_owner
-from .helpers import deliver, envelope, ledger_of, mark_sent
+from .helpers import deliver, envelope, ledger_of, mark_sent, posts_in_one_batch
 from .notifykit import Receiver, forms_toml
 from .test_notifier import notify, notify_app, post, states
 
@@ -176,3 +176,19 @@ def test_an_erased_submission_is_not_sent_on(make_app, relay, tmp_path, receiver
     for delivery in ledger_of(app).deliveries(receipt):
         assert delivery.state == "failed"
         assert "erased" in delivery.last_error
+
+
+def test_one_autoresponse_when_posts_share_a_group_commit(ledger):
+    once = "20000:" + "d" * 64
+    auto = Channel("autoresponse", "a" * 32, "autoresponse", once)
+
+    def store(n: int):
+        return lambda: ledger.enqueue(
+            envelope(n), form_id="site", alias="sales", subject="Hi", channels=[auto]
+        )
+
+    results, transactions = posts_in_one_batch(ledger, [store(n) for n in range(4)])
+    assert all(isinstance(r, str) for r in results), results
+    assert transactions <= 2
+    made = [r for r in results if ledger.deliveries(r)]
+    assert len(made) == 1
