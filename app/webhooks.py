@@ -15,6 +15,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -197,6 +198,11 @@ def send(
             conn = _PinnedHTTPS(host, port, address, timeout, ctx)
         else:
             conn = _PinnedHTTP(host, port, address, timeout)
+        # The socket timeout bounds each read; this bounds the attempt, so a
+        # receiver answering a byte at a time cannot outlast the lease.
+        cut = threading.Event()
+        timer = threading.Timer(timeout, _cut, args=(conn, cut))
+        timer.start()
         try:
             conn.request("POST", path, body=request.body, headers=request.headers)
             response = conn.getresponse()
@@ -205,10 +211,16 @@ def send(
         except TimeoutError as exc:
             raise TransientError(f"no answer within {timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
+            if cut.is_set():
+                raise TransientError(f"no answer within {timeout:g} s") from exc
             last = exc  # try the next address, if any
             continue
         finally:
+            timer.cancel()
             conn.close()
+        if cut.is_set():
+            # Cut short, an answer can look whole: it is not one.
+            raise TransientError(f"no answer within {timeout:g} s")
         line = f"HTTP {status}" + (f": {reply.strip()}" if reply.strip() else "")
         if 200 <= status < 300:
             return f"HTTP {status}"
@@ -216,3 +228,14 @@ def send(
             raise Gone(line[:REPLY_MAX], code=status)
         raise TransientError(line[:REPLY_MAX], code=status)
     raise TransientError(f"could not connect to {host}: {last}")
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """End an attempt that ran out of time: its blocked read returns."""
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed

@@ -60,6 +60,17 @@ class Receiver:
                 with receiver.lock:
                     receiver.calls.append(Call(self.path, headers, body, verified))
                     answer = receiver.script.pop(0) if receiver.script else "ok"
+                if answer == "drip":
+                    # A status line, then a header a byte at a time, for ever.
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    self.wfile.flush()
+                    while not receiver.release.wait(0.1):
+                        try:
+                            self.wfile.write(b"a")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
                 if answer == "stall":
                     receiver.stalled.set()
                     receiver.release.wait(30)

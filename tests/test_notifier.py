@@ -410,3 +410,12 @@ def test_https_is_verified_against_the_name_while_connecting_to_the_address(pki)
             send(request, 2.0, True, context=ssl.create_default_context())
     finally:
         receiver.stop()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off(receiver):
+    receiver.answer("drip")
+    request = build(receiver.url, SECRET, "msg_d", time.time(), {"receipt": "X"})
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="no answer within 0.6 s"):
+        send(request, 0.6, allow_private=True)
+    assert time.monotonic() - started < 3
