@@ -111,20 +111,36 @@ class Notifier:
         return len(rows)
 
     def deliver(self, row: ClaimedDelivery) -> None:
-        """Attempt one delivery and record what became of it."""
+        """Attempt one delivery and record what became of it.
+
+        The receiver's answer is kept in the ledger (the console shows it);
+        the log says only its status, since a receiver may echo the fields.
+        """
+        summary = None
         try:
             values = self._attempt(row)
+            if values["state"] == "disabled":
+                summary = "endpoint disabled (410 Gone earlier)"
         except _Failed as exc:
             values = {"state": "failed", "last_error": str(exc)}
         except Gone as exc:
             reason = f"endpoint disabled: {exc.reply}"
             self.ledger.disable_target(row.target, reason)
             values = {"state": "disabled", "last_error": reason}
+            summary = "endpoint disabled: HTTP 410"
         except PermanentError as exc:
             values = {"state": "failed", "last_error": f"{exc.kind}: {exc.reply}"}
         except DeliveryError as exc:
             values = self._retry_or_expire(row, f"{exc.kind}: {exc.reply}")
+            if exc.code is not None and row.kind == "webhook":
+                summary = f"{exc.kind}: HTTP {exc.code}"
+        except StorageError as exc:
+            # Left `sending`: the lease runs out and it is attempted again.
+            log.error("delivery %d: could not read what to send: %s", row.id, exc)
+            return
         outcome = values["state"]
+        if summary is None:
+            summary = values.get("last_error")
         try:
             held = self.ledger.settle_delivery(row, values)
         except StorageError as exc:
@@ -144,7 +160,7 @@ class Notifier:
             row.label,
             row.attempts,
             "delivered" if outcome == "sent" else outcome,
-            f" ({values['last_error']})" if values.get("last_error") else "",
+            f" ({summary})" if summary else "",
             extra={"delivery": row.id, "channel": row.kind, "outcome": outcome},
         )
 

@@ -196,7 +196,7 @@ def test_a_timeout_is_retried(make_app, relay, tmp_path, receiver):
 
 
 def test_gone_disables_the_endpoint_until_an_owner_retries(
-    make_app, relay, tmp_path, database_url, receiver
+    make_app, relay, tmp_path, database_url, receiver, caplog
 ):
     toml = forms_toml(webhook=receiver.url, autoresponse=False)
     app, clock = notify_app(make_app, relay, tmp_path, toml, DATABASE_URL=database_url)
@@ -207,6 +207,10 @@ def test_gone_disables_the_endpoint_until_an_owner_retries(
     assert webhook.state == "disabled"
     assert "410" in webhook.last_error and "gone for good" in webhook.last_error
     assert "410" in webhook.disabled_reason
+    # The receiver's words are kept for the owner, not logged (they may echo
+    # the fields).
+    assert "endpoint disabled: HTTP 410" in caplog.text
+    assert "gone for good" not in caplog.text
 
     # The next submission's webhook is not even tried.
     second = post(app)
@@ -287,6 +291,7 @@ def test_secrets_are_never_logged(
     clock.advance(600)
     notify(app, clock)
     assert "delivery" in caplog.text
+    assert "transient: HTTP 500" in caplog.text
     assert "secret-token-path" not in caplog.text
     assert SECRET not in caplog.text
     assert SECRET.removeprefix("whsec_") not in caplog.text
