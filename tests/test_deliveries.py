@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.ledger import Channel
+from app.ledger import SCHEMA_VERSION, Channel, Ledger, make_engine, migrate
+from app.ledger.schema import MIGRATIONS, schema_version, submissions
 from app.ledger.tokens import TokenStore
 
 from .consolekit import log_in, text_of, token, with_owner
@@ -192,3 +193,30 @@ def test_one_autoresponse_when_posts_share_a_group_commit(ledger):
     assert transactions <= 2
     made = [r for r in results if ledger.deliveries(r)]
     assert len(made) == 1
+
+
+def test_version_8_keeps_every_row_and_adds_the_delivery_queue(database_url, clock):
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        for step in MIGRATIONS[:7]:
+            step(conn)
+        schema_version.create(conn, checkfirst=True)
+        conn.execute(schema_version.insert().values(version=7))
+    old = Ledger(engine, clock)
+    with engine.begin() as conn:
+        conn.execute(
+            submissions.insert().values(
+                receipt="OLD1-ROW1", form_id="site", recipient_alias="sales",
+                mail_from="forms@formpost.test", recipients="sales@example.com",
+                subject="Before", message_id="<old@formpost.test>", raw=b"x",
+                state="pending", attempts=0, created_at=clock.now(),
+                queued_at=clock.now(), next_attempt_at=clock.now(),
+            )
+        )  # fmt: skip
+    assert MIGRATIONS[7].__name__ == "_v8_deliveries"
+    assert migrate(engine) == SCHEMA_VERSION
+    assert old.row("OLD1-ROW1").subject == "Before"
+    channel = Channel("webhook", "t" * 32, "https://crm.example")
+    assert old.create_deliveries("OLD1-ROW1", [channel]) == 1
+    assert old.delivery_counts()["pending"] == 1
+    engine.dispose()
