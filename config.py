@@ -137,6 +137,19 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             f"SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a send attempt must end "
             "before another worker may take the message over"
         )
+    # Unset: 10 s, or half the lease when that is shorter (a short lease
+    # must not make a webhook-free setup fail to start).
+    cfg["WEBHOOK_TIMEOUT"] = env.number(
+        "WEBHOOK_TIMEOUT", min(10.0, cfg["OUTBOX_LEASE"] / 2), 0.1, 300.0
+    )
+    if cfg["OUTBOX_LEASE"] <= cfg["WEBHOOK_TIMEOUT"]:
+        raise ConfigError(
+            f"OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer than "
+            f"WEBHOOK_TIMEOUT ({cfg['WEBHOOK_TIMEOUT']:g} s)"
+        )
+    cfg["WEBHOOK_ALLOW_PRIVATE"] = env.boolean("WEBHOOK_ALLOW_PRIVATE", False)
+    public_url = env.text("PUBLIC_URL")
+    cfg["PUBLIC_URL"] = parse_origin("PUBLIC_URL", public_url) if public_url else None
     cfg["OUTBOX_POLL_INTERVAL"] = env.number("OUTBOX_POLL_INTERVAL", 1.0, 0.01, 60.0)
     cfg["OUTBOX_BATCH"] = env.integer("OUTBOX_BATCH", 20, 1, 1000)
     cfg["OUTBOX_NICE"] = env.integer("OUTBOX_NICE", 10, 0, 19)

@@ -51,6 +51,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from .formdefs import load_forms
     from .ledger import Ledger, default_url, make_engine, migrate
     from .ledger.owners import OwnerStore
+    from .notifier import NotifySettings
     from .outbox import OutboxSettings
     from .owners import Owners
     from .services import EXTENSION, Services, make_transport
@@ -131,6 +132,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         dedupe_window=app.config["DEDUPE_WINDOW"],
         spam_defaults=app.config["SPAM_DEFAULTS"],
         owners=Owners(OwnerStore(engine, clock)),
+        notify=NotifySettings.from_config(app.config),
     )
 
     app.register_blueprint(hosted.bp)

@@ -23,7 +23,7 @@ from flask import g, has_request_context
 
 from . import metrics
 from .compose import Submission, compose, new_message_id
-from .ledger import Content, Limits, new_receipt
+from .ledger import Channel, Content, Limits, new_receipt
 from .message import Envelope, normalize_newlines
 from .services import Services
 from .spam import ACCEPT, SpamContext, Verdict
@@ -79,6 +79,10 @@ class Post:
             fill_seconds=self.fill_seconds,
             message_bytes=message_bytes,
         )
+
+    # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
+    # by the caller from the form's configuration (Services.channels).
+    channels: tuple[Channel, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -182,6 +186,7 @@ def accept(services: Services, post: Post) -> str:
         verdict=verdict.name,
         verdict_json=verdict.to_json() if post.scored else None,
         body_digest=digest,
+        channels=post.channels,
     )
     metrics.submission(post.form_id, OUTCOMES[verdict.name])
     if post.scored:

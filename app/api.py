@@ -109,22 +109,29 @@ def list_submissions() -> ResponseReturnValue:
 
 @bp.get("/submissions/<receipt>")
 def get_submission(receipt: str) -> ResponseReturnValue:
-    """One submission, with its delivery timeline."""
+    """One submission, with its delivery timeline and its other channels."""
     return jsonify(detail_json(_detail(receipt)))
 
 
 @bp.post("/submissions/<receipt>/retry")
 def retry_submission(receipt: str) -> ResponseReturnValue:
-    """Make a pending or failed submission due now: 202; 409 if sending or done."""
+    """Make a pending or failed submission due now: 202; 409 if sending or done.
+
+    Its failed, disabled or pending deliveries on other channels (webhooks,
+    Apprise, autoresponse) are made due now too; 202 if anything was.
+    """
     ledger = services().ledger
     found = _detail(receipt)
-    if found.row.state not in ("pending", "failed") or not ledger.retry_now([receipt]):
+    email = found.row.state in ("pending", "failed") and ledger.retry_now([receipt])
+    others = ledger.retry_deliveries(receipts=[receipt])
+    if not email and not others:
         # Read again: a worker may have claimed or settled it meanwhile.
         state = _detail(receipt).row.state
         raise ApiError(
             409,
             "conflict",
-            f"the submission is {state}: only pending or failed ones can be retried",
+            f"the submission is {state}: only pending or failed ones (or failed "
+            "deliveries) can be retried",
         )
     return jsonify(detail_json(_detail(receipt))), 202
 
@@ -213,7 +220,29 @@ def detail_json(detail: Detail) -> dict[str, Any]:
         }
         for a in detail.attempts
     ]
+    shown["deliveries"] = [
+        deliveries_json(d) for d in services().ledger.deliveries(detail.row.receipt)
+    ]
     return shown
+
+
+def deliveries_json(row: Any) -> dict[str, Any]:
+    """One delivery beyond the email: channel, state, attempts, last error."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "target": row.label,
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_attempt_at": rfc3339(row.last_attempt_at),
+        "next_attempt_at": rfc3339(row.next_attempt_at)
+        if row.state == "pending"
+        else None,
+        "last_error": row.last_error,
+        "sent_at": rfc3339(row.sent_at),
+        "webhook_id": row.webhook_id if row.kind == "webhook" else None,
+        "disabled_reason": row.disabled_reason,
+    }
 
 
 def rfc3339(epoch: float | None) -> str | None:

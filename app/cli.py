@@ -84,6 +84,13 @@ def status_command() -> None:
     for state in STATES:
         click.echo(f"{state:<8} {stats.counts[state]:>8}")
     click.echo(f"oldest pending: {_age(stats.oldest_pending_age)}")
+    others = _ledger().delivery_counts()
+    if any(others.values()):
+        # Webhooks, Apprise and autoresponses: `outbox deliveries ID` for one.
+        click.echo(
+            "other channels: "
+            + ", ".join(f"{state} {n}" for state, n in others.items() if n)
+        )
     relay = stats.relay
     if relay and relay["failing_since"] is not None:
         since = _age(_ledger().clock.now() - relay["failing_since"])
@@ -280,13 +287,53 @@ def release_command(keys: tuple[str, ...]) -> None:
 @click.argument("ids", nargs=-1, type=click.IntRange(1, MAX_ID))
 @click.option("--all-failed", is_flag=True, help="Requeue every failed message.")
 def retry_command(ids: tuple[int, ...], all_failed: bool) -> None:
-    """Move failed messages back to the queue, due now."""
+    """Move failed messages back to the queue, due now.
+
+    Their failed or disabled deliveries on other channels (webhooks, Apprise,
+    autoresponse) too; a disabled webhook endpoint is enabled again.
+    """
     if bool(ids) == all_failed:
         raise click.UsageError("give message IDs or --all-failed (not both)")
-    count = _ledger().requeue(None if all_failed else ids)
+    ledger = _ledger()
+    count = ledger.requeue(None if all_failed else ids)
+    others = ledger.retry_deliveries(
+        ids=None if all_failed else list(ids), failed_only=True
+    )
     click.echo(f"requeued {count} message{'s' if count != 1 else ''}")
+    if others:
+        click.echo(f"requeued {others} deliver{'ies' if others != 1 else 'y'}")
     if ids and count < len(ids):
         click.echo("(only failed messages can be retried)", err=True)
+
+
+@outbox.command("deliveries")
+@click.argument("submission")
+def deliveries_command(submission: str) -> None:
+    """Show a submission's deliveries beyond the email (ID or receipt)."""
+    ledger = _ledger()
+    receipt = (
+        ledger.receipt_of(int(submission))
+        if submission.isdigit() and int(submission) <= MAX_ID
+        else submission.upper()
+    )
+    if receipt is None or ledger.row(receipt) is None:
+        raise click.ClickException(f"no submission {submission}")
+    rows = ledger.deliveries(receipt)
+    if not rows:
+        click.echo(f"{receipt}: email only, no other deliveries")
+        return
+    now = ledger.clock.now()
+    click.echo(
+        f"{'ID':>6}  {'KIND':<12}  {'STATE':<8}  {'TRIES':>5}  {'NEXT':>5}  "
+        f"{'TARGET':<30}  LAST ERROR"
+    )
+    for d in rows:
+        due = _age(d.next_attempt_at - now) if d.state == "pending" else "-"
+        error = (d.disabled_reason or d.last_error or "").replace("\n", " ")
+        click.echo(
+            f"{d.id:>6}  {d.kind:<12}  {d.state:<8}  {d.attempts:>5}  {due:>5}  "
+            f"{d.label[:30]:<30}  {error[:60]}"
+        )
 
 
 @outbox.command("purge")

@@ -291,3 +291,46 @@ def _encoded_words(text: str) -> str:
         "=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?="
         for w in words
     )
+
+
+def compose_autoresponse(
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    mail_from: Address,
+    message_id: str,
+    date: datetime,
+) -> Envelope:
+    """Build the reply to a visitor: the form's fixed subject and body only.
+
+    Nothing the visitor typed goes into it but their checked address (To):
+    so the form cannot be made to mail someone else's words. Marked
+    `Auto-Submitted: auto-replied` (RFC 3834) so that their own responders
+    do not answer it. Raise UnsafeHeaderError for an address or subject that
+    could alter the header block.
+    """
+    address = _header_safe("to", to)
+    if not PLAIN_ADDRESS.fullmatch(address):
+        raise UnsafeHeaderError("to is not a checked address")
+    subject = _header_safe("subject", subject)
+    text = normalize_newlines(body)
+    if not text.endswith("\n"):
+        text += "\n"
+    headers = [
+        ("From", _address(mail_from)),
+        ("To", address),
+        ("Subject", _unstructured("Subject", subject)),
+        ("Date", format_datetime(date)),
+        ("Message-ID", _header_safe("Message-ID", message_id)),
+        ("Auto-Submitted", "auto-replied"),
+        ("MIME-Version", "1.0"),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    data = head.encode("ascii") + _qp_part("plain", text)
+    return Envelope(
+        mail_from=mail_from.addr_spec,
+        recipients=(address,),
+        data=data,
+        message_id=message_id,
+    )

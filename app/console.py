@@ -411,6 +411,7 @@ def submission(receipt: str) -> ResponseReturnValue:
         can_release=row.state in HELD and bool(detail.raw),
         tombstone=row.state == "dropped" and not detail.raw,
         verdict=Verdict.from_json(row.verdict),
+        deliveries=services().ledger.deliveries(row.receipt),
         confirming=request.args.get("confirm") == "delete",
     )
 
@@ -455,7 +456,7 @@ def retry_one(receipt: str) -> ResponseReturnValue:
 def release_one(receipt: str) -> ResponseReturnValue:
     """Deliver a spam or dropped submission after all: it joins the queue now."""
     _confirmed_action()
-    done = services().ledger.release_spam([receipt], by=current_user.email)
+    done = services().release([receipt], by=current_user.email)
     _log_action("released", done)
     flash(
         _said(done, "released: it is queued for delivery")
@@ -463,6 +464,21 @@ def release_one(receipt: str) -> ResponseReturnValue:
         else "Nothing to release: only spam or dropped submissions that kept "
         "their message can be released."
     )
+
+
+@bp.post("/s/<receipt>/deliveries/<int:delivery>/retry")
+@login_required
+def retry_delivery(receipt: str, delivery: int) -> ResponseReturnValue:
+    """Make one failed, disabled or pending delivery due now.
+
+    A webhook endpoint disabled by a 410 is enabled again.
+    """
+    _confirmed_action()
+    ledger = services().ledger
+    mine = {d.id for d in ledger.deliveries(receipt)} if len(receipt) <= 16 else set()
+    done = ledger.retry_deliveries(delivery_ids=[delivery]) if delivery in mine else 0
+    log.info("%s retried delivery %d of %s", current_user.email, delivery, receipt)
+    flash("Delivery queued to retry." if done else "Nothing to retry.")
     return redirect(url_for(".submission", receipt=receipt))
 
 
@@ -508,7 +524,7 @@ def bulk(action: str) -> ResponseReturnValue:
         done = ledger.retry_matching(query.filters)
         flash(_said(done, "queued to retry"))
     elif action == "release":
-        done = ledger.release_matching(query.filters, by=current_user.email)
+        done = services().release_matching(query.filters, by=current_user.email)
         flash(_said(done, "released: queued for delivery"))
     else:
         done = ledger.erase_matching(query.filters)

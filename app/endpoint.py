@@ -108,6 +108,7 @@ def submit(form_id: str) -> ResponseReturnValue:
             user_agent=request.headers.get("User-Agent"),
             pairs=tuple(pairs),
             honeypot_filled=found.honeypot,
+            channels=tuple(svc.channels(form.id, found.reply_to)),
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)

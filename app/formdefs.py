@@ -8,6 +8,8 @@ and the key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import tomllib
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from config import (
     ConfigError,
@@ -40,6 +43,7 @@ KEYS = {
     "honeypot",
     "rate_limit",
     "required",
+    *("notify", "notify_full_message", "webhooks", "autoresponse"),
     "spam",
 }
 SPAM_KEYS = {
@@ -66,6 +70,40 @@ CAPTCHA_KEYS = {
     "verify_url",
     "timeout",
 }
+# The only keys a `[forms.default]` table may set: the default form (and the
+# hosted page) is otherwise configured by the environment.
+NOTIFY_KEYS = {"notify", "notify_full_message", "webhooks", "autoresponse"}
+WEBHOOK_SECRET_PREFIX = "whsec_"
+AUTORESPONSE_BODY_MAX = 5000
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook endpoint and the secret its deliveries are signed with."""
+
+    url: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Autoresponse:
+    """The fixed reply sent to a visitor (never their own text)."""
+
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Where a form's submissions go besides the email (notifications.md).
+
+    `apprise` holds Apprise URLs: secrets, never logged or shown.
+    """
+
+    webhooks: tuple[Webhook, ...] = ()
+    apprise: tuple[str, ...] = field(default=(), repr=False)
+    full_message: bool = False
+    autoresponse: Autoresponse | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +119,7 @@ class FormDef:
     rate_limit: tuple[tuple[int, int], ...] = ()
     required: tuple[str, ...] = ()
     spam: SpamSettings = field(default_factory=SpamSettings)
+    notify: Notify = Notify()
 
     def make_subject(self, visitor_subject: str) -> str:
         """Apply the template (with `{subject}`) or prefix to the visitor's subject."""
@@ -113,9 +152,12 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"FORMS_FILE {path}: {exc}") from None
-        forms.update(
-            parse_forms(data, aliases, config["RATE_LIMIT"], path, spam_defaults)
-        )
+        parsed = parse_forms(data, aliases, config["RATE_LIMIT"], path, spam_defaults)
+        if "default" in parsed:
+            # [forms.default] adds notifications to the environment's form.
+            notify = parsed.pop("default").notify
+            forms["default"] = replace(forms["default"], notify=notify)
+        forms.update(parsed)
     return forms
 
 
@@ -138,13 +180,18 @@ def parse_forms(
         where = f"{source}: form {form_id!r}"
         if not FORM_ID_RE.fullmatch(form_id):
             raise ConfigError(f"{where}: the id must be 1-64 of a-z, 0-9, '_', '-'")
-        if form_id == "default":
-            raise ConfigError(
-                f"{where}: 'default' is the form configured by the environment "
-                "(ALLOWED_ORIGINS, REDIRECT_HOSTS, RATE_LIMIT); pick another id"
-            )
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table")
+        if form_id == "default" and set(table) - NOTIFY_KEYS:
+            raise ConfigError(
+                f"{where}: 'default' is the form configured by the environment "
+                "(ALLOWED_ORIGINS, REDIRECT_HOSTS, RATE_LIMIT); here it may only "
+                f"set {sorted(NOTIFY_KEYS)}; pick another id for a new form"
+            )
+        if form_id == "default":
+            notify = parse_notify(table, where)
+            result[form_id] = FormDef(id=form_id, recipients=aliases, notify=notify)
+            continue
         unknown = set(table) - KEYS
         if unknown:
             raise ConfigError(
@@ -217,6 +264,7 @@ def _parse_form(
     for name in required:
         if not _field_name(name):
             raise ConfigError(f"{where}: required: {name!r} is not a field name")
+    notify = parse_notify(table, where)
     return FormDef(
         id=form_id,
         recipients=tuple(recipients),
@@ -227,6 +275,7 @@ def _parse_form(
         rate_limit=rate_limit,
         required=tuple(required),
         spam=parse_spam(table.get("spam", {}), spam_defaults, f"{where}: spam"),
+        notify=notify,
     )
 
 
@@ -379,3 +428,153 @@ def _token_text(value: str, allow_empty: bool = False) -> bool:
     if not value:
         return allow_empty
     return len(value) <= 512 and bool(re.fullmatch(r"[\x21-\x7e]+", value))
+
+
+def parse_notify(table: Mapping[str, Any], where: str) -> Notify:
+    """Read a form's notify, notify_full_message, webhooks and autoresponse.
+
+    Errors name the form and the key, never an Apprise URL or a secret.
+    """
+    notify = _strings(where, "notify", table.get("notify", ["email"]))
+    if "email" not in notify:
+        raise ConfigError(
+            f'{where}: notify must include "email": every submission is emailed; '
+            "other channels are added to it"
+        )
+    secrets_table = table.get("webhooks", {})
+    if not isinstance(secrets_table, dict):
+        raise ConfigError(f"{where}: webhooks must be a table of URL = {{ secret }}")
+    webhooks: list[Webhook] = []
+    apprise: list[str] = []
+    for n, item in enumerate(notify):
+        at = f"{where}: notify[{n}]"
+        kind, _, value = item.partition(":")
+        if item == "email":
+            continue
+        if kind == "webhook":
+            url = _webhook_url(at, value)
+            secret = _webhook_secret(where, url, secrets_table.get(url))
+            webhooks.append(Webhook(url, secret))
+        elif kind == "apprise":
+            apprise.append(_apprise_url(at, value))
+        elif kind == "apprise_file":
+            apprise += [_apprise_url(at, url) for url in _apprise_file(at, value)]
+        else:
+            raise ConfigError(
+                f'{at}: must be "email", "webhook:<url>", "apprise:<url>" '
+                'or "apprise_file:<path>"'
+            )
+    unused = set(secrets_table) - {w.url for w in webhooks}
+    if unused:
+        raise ConfigError(
+            f"{where}: webhooks: {sorted(unused)} not listed in notify as webhook:<url>"
+        )
+    if len({w.url for w in webhooks}) < len(webhooks) or len(set(apprise)) < len(
+        apprise
+    ):
+        raise ConfigError(f"{where}: notify lists a channel twice")
+    full = table.get("notify_full_message", False)
+    if not isinstance(full, bool):
+        raise ConfigError(f"{where}: notify_full_message must be true or false")
+    return Notify(
+        webhooks=tuple(webhooks),
+        apprise=tuple(apprise),
+        full_message=full,
+        autoresponse=_autoresponse(where, table.get("autoresponse")),
+    )
+
+
+def _webhook_url(at: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{at}: a webhook needs an http(s) URL with a host")
+    if parts.username or parts.password or parts.fragment:
+        raise ConfigError(f"{at}: a webhook URL may not hold a user, password or #")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ConfigError(f"{at}: a webhook URL may not hold spaces or controls")
+    return url
+
+
+def _webhook_secret(where: str, url: str, entry: Any) -> str:
+    at = f"{where}: webhooks.{url!r}"
+    if not isinstance(entry, dict) or set(entry) not in ({"secret"}, {"secret_file"}):
+        raise ConfigError(
+            f"{at}: every webhook needs a table with secret or secret_file "
+            '(one of them), e.g. secret = "whsec_..."'
+        )
+    if "secret_file" in entry:
+        path = entry["secret_file"]
+        if not isinstance(path, str):
+            raise ConfigError(f"{at}: secret_file must be a path")
+        try:
+            secret = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{at}: secret_file cannot be read: {exc}") from None
+    else:
+        secret = entry["secret"]
+        if not isinstance(secret, str):
+            raise ConfigError(f"{at}: secret must be a string")
+    # The Standard Webhooks format: whsec_ and base64 of 24 to 64 random bytes.
+    raw = secret.removeprefix(WEBHOOK_SECRET_PREFIX).rstrip("=")
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX) or not 24 <= len(key) <= 64:
+        raise ConfigError(
+            f"{at}: the secret must be whsec_ followed by base64 of 24-64 random "
+            'bytes; make one with: python3 -c "import base64, secrets; '
+            "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+        )
+    return secret
+
+
+def _apprise_url(at: str, url: str) -> str:
+    # Imported here: only forms with Apprise channels pay for loading it.
+    import apprise
+
+    url = url.strip()
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if not scheme or not apprise.Apprise().add(url):
+        # Never the URL itself: it holds tokens.
+        raise ConfigError(
+            f"{at}: not an Apprise URL Formpost can use (scheme {scheme[:20]!r})"
+        )
+    return url
+
+
+def _apprise_file(at: str, path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{at}: the Apprise file cannot be read: {exc}") from None
+    urls = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if not urls:
+        raise ConfigError(f"{at}: the Apprise file holds no URL")
+    return urls
+
+
+def _autoresponse(where: str, table: Any) -> Autoresponse | None:
+    if table is None:
+        return None
+    at = f"{where}: autoresponse"
+    if not isinstance(table, dict) or set(table) != {"subject", "body"}:
+        raise ConfigError(f"{at}: must be a table with subject and body (only)")
+    subject, body = table["subject"], table["body"]
+    if not isinstance(subject, str) or not subject.strip():
+        raise ConfigError(f"{at}: subject must be a non-empty string")
+    if header_text_problem(subject) or len(subject) > 150:
+        raise ConfigError(
+            f"{at}: subject must be one line of plain text, at most 150 characters"
+        )
+    if not isinstance(body, str) or not body.strip():
+        raise ConfigError(f"{at}: body must be a non-empty string")
+    if len(body) > AUTORESPONSE_BODY_MAX:
+        raise ConfigError(
+            f"{at}: body must be at most {AUTORESPONSE_BODY_MAX} characters"
+        )
+    return Autoresponse(subject.strip(), body)

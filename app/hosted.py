@@ -100,6 +100,7 @@ def submit() -> ResponseReturnValue:
             ),
             honeypot_filled=honeypot,
             fill_seconds=age,
+            channels=tuple(svc.channels("hosted", form.email.data or None)),
         ),
     )
     return redirect(url_for(".thanks"), code=303)

@@ -52,6 +52,12 @@ def init_app(app: Flask) -> None:
             "Delivery attempts by outcome (sent, retry, failed, expired).",
             ["outcome"],
         )
+        _metrics["notifications"] = Counter(
+            "formpost_notifications",
+            "Deliveries beyond the email (webhook, apprise, autoresponse) by "
+            "outcome (sent, pending, failed, disabled).",
+            ["channel", "outcome"],
+        )
         _metrics["latency"] = Histogram(
             "formpost_delivery_latency_seconds",
             "Time from submission to the relay's acceptance.",
@@ -94,3 +100,10 @@ def delivery(outcome: str, latency: float | None = None) -> None:
         counter.labels(outcome=outcome).inc()
         if latency is not None:
             _metrics["latency"].observe(max(0.0, latency))
+
+
+def notification(channel: str, outcome: str) -> None:
+    """Count one attempt on a channel beyond the email."""
+    counter = _metrics.get("notifications")
+    if counter is not None:
+        counter.labels(channel=channel, outcome=outcome).inc()

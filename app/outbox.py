@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .clock import Clock
@@ -30,6 +30,9 @@ from .errors import (
 )
 from .ledger import Claimed, Ledger, Outcome
 from .transport import SendResult, Session, Transport
+
+if TYPE_CHECKING:
+    from .notifier import Notifier
 
 log = logging.getLogger("formpost.outbox")
 
@@ -233,8 +236,11 @@ class Worker:
         settings: OutboxSettings,
         clock: Clock,
         rand: Callable[[], float] = random.random,
+        notifier: Notifier | None = None,
     ) -> None:
         self.ledger = ledger
+        # Webhooks, Apprise and autoresponses: their own loop (notifier.py).
+        self.notifier = notifier
         self.transport = transport
         self.settings = settings
         self.clock = clock
@@ -255,6 +261,13 @@ class Worker:
         log.info(
             "worker %s delivering through %s", self.name, self.transport.describe()
         )
+        notifying = None
+        if self.notifier is not None:
+            # Its own thread: a slow webhook never holds back the email.
+            notifying = threading.Thread(
+                target=self.notifier.run, args=(self.stop,), name="notify", daemon=True
+            )
+            notifying.start()
         while not self.stop.is_set():
             try:
                 worked = self.run_once()
@@ -265,6 +278,8 @@ class Worker:
             if not worked:
                 self.clock.wait(self.settings.poll_interval, self.stop)
         self._close_session()
+        if notifying is not None:
+            notifying.join()
         log.info("worker %s stopped", self.name)
 
     def run_once(self) -> int:

@@ -345,7 +345,8 @@ def test_the_json_of_a_submission(api):
     (listed,) = api.get(LIST).json["submissions"]
     single = api.get(f"{LIST}/{receipt}").json
     assert set(listed) == KEYS
-    assert set(single) == KEYS | {"timeline"}
+    assert set(single) == KEYS | {"timeline", "deliveries"}
+    assert single["deliveries"] == []  # email only
     assert {k: single[k] for k in KEYS} == listed
     assert listed["id"] == receipt
     assert listed["form"] == "site"

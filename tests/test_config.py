@@ -137,6 +137,9 @@ def test_explicit_port_wins_over_mode_default():
         ("MAX_CONTENT_LENGTH", "1048576", 1048576),
         ("TRUSTED_PROXY_HOPS", "2", 2),
         ("LOG_LEVEL", "debug", "DEBUG"),
+        ("WEBHOOK_TIMEOUT", "2.5", 2.5),
+        ("WEBHOOK_ALLOW_PRIVATE", "yes", True),
+        ("PUBLIC_URL", "https://Forms.Example.com/", "https://forms.example.com"),
         (
             "FRAME_ANCESTORS",
             " https://a.example , ,https://b.example",
@@ -146,6 +149,14 @@ def test_explicit_port_wins_over_mode_default():
 )
 def test_good_values_are_parsed(name, raw, value):
     assert load_config({name: raw})[name] == value
+
+
+def test_a_short_lease_shortens_the_default_webhook_timeout():
+    assert (
+        load_config({"OUTBOX_LEASE": "4", "SMTP_TIMEOUT": "3"})["WEBHOOK_TIMEOUT"]
+        == 2.0
+    )
+    assert load_config({})["WEBHOOK_TIMEOUT"] == 10.0
 
 
 # --- bad values stop start-up, naming the variable ----------------------------
@@ -190,6 +201,12 @@ def test_good_values_are_parsed(name, raw, value):
         ("TRUSTED_PROXY_HOPS", "one"),
         ("COOKIE_SECURE", "maybe"),
         ("LOG_LEVEL", "loud"),
+        ("WEBHOOK_TIMEOUT", "0"),
+        ("WEBHOOK_TIMEOUT", "ten"),
+        ("WEBHOOK_TIMEOUT", "300"),  # not shorter than OUTBOX_LEASE (300)
+        ("WEBHOOK_ALLOW_PRIVATE", "maybe"),
+        ("PUBLIC_URL", "forms.example.com"),
+        ("PUBLIC_URL", "https://forms.example.com/admin"),
     ],
 )
 @pytest.mark.parametrize("mode", ["development", "production"])

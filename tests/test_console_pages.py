@@ -472,6 +472,7 @@ ROUTES = [
     ("GET", "/admin/s/<receipt>"),
     ("POST", "/admin/s/<receipt>/retry"),
     ("POST", "/admin/s/<receipt>/release"),
+    ("POST", "/admin/s/<receipt>/deliveries/<int:delivery>/retry"),
     ("POST", "/admin/s/<receipt>/delete"),
     ("GET", "/admin/bulk/<action>"),
     ("POST", "/admin/bulk/<action>"),
@@ -480,7 +481,7 @@ ROUTES = [
     ("OPTIONS", "/admin/forms"),
 ]
 # What each route's placeholders are filled with (a stored receipt is added).
-EXAMPLES = {"<action>": "retry", "<kind>": "csv"}
+EXAMPLES = {"<action>": "retry", "<kind>": "csv", "<int:delivery>": "1"}
 
 
 def test_the_header_tests_cover_every_console_route(console):

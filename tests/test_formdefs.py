@@ -50,7 +50,12 @@ def config(forms_file: str | None = None) -> dict[str, Any]:
         pytest.param({"-x": {}}, "-x", ["id"], id="id-dash"),
         pytest.param({"x" * 65: {}}, "x" * 65, ["id"], id="id-long"),
         pytest.param({"": {}}, "", ["id"], id="id-empty"),
-        pytest.param({"default": {}}, "default", ["default"], id="id-default"),
+        pytest.param(
+            {"default": {"recipients": ["sales"]}},
+            "default",
+            ["default"],
+            id="id-default",
+        ),
         pytest.param({"contact": 3}, "contact", ["table"], id="not-a-table"),
         pytest.param({"contact": {}}, "contact", ["recipients"], id="no-recipients"),
         pytest.param(one(recipients=[]), "contact", ["recipients"], id="empty-list"),
@@ -505,3 +510,141 @@ def test_bad_spam_settings_name_the_form_and_key(tables, words):
     assert message.startswith(f"{SOURCE}: form 'contact': spam")
     for word in words:
         assert word in message
+
+
+# -- notifications: notify, webhooks, autoresponse ------------------------------
+
+HOOK = "https://crm.example/hooks/forms"
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
+TG = "tgram://123456789:ABCdefSecretToken/987654321"
+
+
+def notified(**table: Any) -> dict[str, Any]:
+    return one(**table)
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        pytest.param(dict(notify="email"), ["notify", "list"], id="notify-str"),
+        pytest.param(dict(notify=[f"webhook:{HOOK}"]), ["email"], id="no-email"),
+        pytest.param(dict(notify=["email", "sms:123"]), ["notify[1]"], id="kind"),
+        pytest.param(
+            dict(notify=["email", "webhook:ftp://x.example/"]),
+            ["notify[1]", "http"],
+            id="webhook-scheme",
+        ),
+        pytest.param(
+            dict(notify=["email", "webhook:https://u:p@x.example/"]),
+            ["notify[1]", "password"],
+            id="webhook-userinfo",
+        ),
+        pytest.param(
+            dict(notify=["email", f"webhook:{HOOK}"]),
+            ["webhooks", "secret"],
+            id="webhook-no-secret",
+        ),
+        pytest.param(
+            dict(
+                notify=["email", f"webhook:{HOOK}"],
+                webhooks={HOOK: {"secret": "hunter2"}},
+            ),
+            ["webhooks", "whsec_"],
+            id="webhook-bad-secret",
+        ),
+        pytest.param(
+            dict(
+                notify=["email", f"webhook:{HOOK}"],
+                webhooks={HOOK: {"secret": SECRET, "secret_file": "/x"}},
+            ),
+            ["webhooks", "one of them"],
+            id="webhook-both-secrets",
+        ),
+        pytest.param(
+            dict(webhooks={HOOK: {"secret": SECRET}}),
+            ["webhooks", "not listed"],
+            id="webhook-unused-secret",
+        ),
+        pytest.param(
+            dict(notify=["email", "apprise:nosuch://x"]),
+            ["notify[1]", "Apprise"],
+            id="apprise-unknown",
+        ),
+        pytest.param(
+            dict(notify=["email", f"apprise:{TG}", f"apprise:{TG}"]),
+            ["twice"],
+            id="apprise-twice",
+        ),
+        pytest.param(
+            dict(notify=["email", "apprise_file:/nonexistent/urls"]),
+            ["notify[1]", "cannot be read"],
+            id="apprise-file-missing",
+        ),
+        pytest.param(
+            dict(notify_full_message="yes"), ["notify_full_message"], id="full"
+        ),
+        pytest.param(dict(autoresponse="hi"), ["autoresponse"], id="auto-str"),
+        pytest.param(
+            dict(autoresponse={"subject": "Thanks"}), ["autoresponse"], id="auto-body"
+        ),
+        pytest.param(
+            dict(autoresponse={"subject": "a\nb", "body": "x"}),
+            ["autoresponse", "subject"],
+            id="auto-subject-lf",
+        ),
+        pytest.param(
+            dict(autoresponse={"subject": "Thanks", "body": "x", "cc": "a@b.c"}),
+            ["autoresponse"],
+            id="auto-extra",
+        ),
+    ],
+)
+def test_notify_errors_name_the_form_and_the_key(table, words):
+    with pytest.raises(ConfigError) as info:
+        parse(notified(**table))
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: form 'contact'")
+    for word in words:
+        assert word in message
+    assert "SecretToken" not in message and "QUJD" not in message
+
+
+def test_notify_defaults_to_email_alone():
+    notify = parse(one())["contact"].notify
+    assert notify.webhooks == () and notify.apprise == ()
+    assert notify.autoresponse is None and not notify.full_message
+
+
+def test_every_channel_parses(tmp_path):
+    secret_file = tmp_path / "crm-secret"
+    secret_file.write_text(SECRET + "\n")
+    urls = tmp_path / "chat-urls"
+    urls.write_text(f"# the team's chat\n{TG}\n")
+    form = parse(
+        notified(
+            notify=["email", f"webhook:{HOOK}", f"apprise_file:{urls}"],
+            webhooks={HOOK: {"secret_file": str(secret_file)}},
+            notify_full_message=True,
+            autoresponse={"subject": "Thanks", "body": "We answer soon."},
+        )
+    )["contact"]
+    assert form.notify.webhooks[0].url == HOOK
+    assert form.notify.webhooks[0].secret == SECRET
+    assert form.notify.apprise == (TG,)
+    assert form.notify.full_message
+    assert form.notify.autoresponse.subject == "Thanks"
+    assert "SecretToken" not in repr(form) and SECRET not in repr(form)
+
+
+def test_the_default_form_may_set_notifications_only(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text(
+        '[forms.default]\nnotify = ["email"]\n'
+        '[forms.default.autoresponse]\nsubject = "Thanks"\nbody = "Soon."\n'
+    )
+    forms = load_forms(config(str(path)))
+    default = forms["default"]
+    assert default.notify.autoresponse.body == "Soon."
+    assert default.allowed_origins == frozenset({"https://www.example.com"})
+    with pytest.raises(ConfigError, match="may only"):
+        parse({"default": {"subject": "x"}})

@@ -34,8 +34,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from . import actions, index, proofs
+from . import actions, deliveries, index, proofs
 from .content import Content, search_columns
+from .deliveries import Channel, ClaimedDelivery
 from .driver import driver_args, driver_transaction, reading, writing
 from .groupcommit import GroupCommit, Pending
 from .limits import (
@@ -55,6 +56,7 @@ from .release import release as release_rows
 from .schema import (
     BACKLOG,
     BOUNDS,
+    DELIVERY_STATES,
     RELAY_KEY,
     STATES,
     counters,
@@ -121,6 +123,7 @@ ROW_COLUMNS = (
 # What a spam verdict stores a post as (app/spam): accept, quarantine, drop.
 VERDICT_STATES = {"accept": "pending", "quarantine": "spam", "drop": "dropped"}
 UNDELIVERED = ("pending", "sending")
+DELIVERY_RETRY = ("failed", "disabled", "pending")
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class _Store:
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
     search: dict[str, str]  # the full-text index's columns (index.py)
+    channels: tuple[Channel, ...] = ()  # deliveries beyond the email
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -305,6 +309,7 @@ class Ledger:
         verdict: str = "accept",
         verdict_json: str | None = None,
         body_digest: str | None = None,
+        channels: Sequence[Channel] = (),
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -323,6 +328,8 @@ class Ledger:
         its message, so an owner can still release a real customer's post
         that a browser's autofill put into the honeypot; retention erases it
         like any other. The limits and dedupe apply the same to all three.
+        `channels` get one delivery each in the same transaction, for an
+        accepted (pending) row only (deliveries.py); a release creates them.
         """
         now = self.clock.now()
         state = VERDICT_STATES[verdict]
@@ -362,6 +369,7 @@ class Ledger:
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
                 search=search,
+                channels=tuple(channels),
             )
         )
         self._commits.run(item)
@@ -428,7 +436,14 @@ class Ledger:
                 # and dropped rows are not in it (a release adds to it).
                 if row["state"] == "pending":
                     queued += 1
-                # Daily counts are messages the form got: not tombstones.
+                if store.channels and row["state"] == "pending":
+                    add = deliveries.insert_statement(dialect)
+                    for channel in store.channels:
+                        params = deliveries.params_for(
+                            row["receipt"], channel, store.now
+                        )
+                        cursor.execute(*driver_args(add, params, engine))
+                # Daily counts are messages the form got, not dropped posts.
                 if row["state"] != "dropped":
                     key = (row["form_id"], int(store.now // DAY))
                     days[key] = days.get(key, 0) + 1
@@ -819,6 +834,7 @@ class Ledger:
                     delivery_attempts.c.submission_id.in_(purged)
                 )
             )
+            deliveries.purge_for(conn, purged)
             if self.engine.dialect.name == "sqlite":
                 conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
@@ -987,6 +1003,90 @@ class Ledger:
             with self._writing() as conn:
                 done += action(conn, ids, self.clock.now())
             below = ids[-1]
+
+    # -- deliveries beyond the email (deliveries.py) -----------------------
+
+    def create_deliveries(self, receipt: str, channels: Sequence[Channel]) -> int:
+        """Create the deliveries of an accepted submission (idempotent).
+
+        For a quarantined post released to pending: call after the release.
+        Nothing for spam, dropped or erased rows. Return how many are new.
+        """
+        with self._writing() as conn:
+            return deliveries.create(conn, receipt, channels, self.clock.now())
+
+    def claim_deliveries(self, batch: int, lease: float) -> list[ClaimedDelivery]:
+        """Take up to `batch` due deliveries under a lease."""
+        try:
+            with self._writing() as conn:
+                return deliveries.claim(conn, batch, lease, self.clock.now())
+        except self._storage_errors as exc:
+            raise StorageError(f"could not claim deliveries: {exc}") from exc
+
+    def extend_deliveries(self, rows: Sequence[ClaimedDelivery], lease: float) -> None:
+        """Push the lease of deliveries still held further into the future."""
+        with self._writing() as conn:
+            deliveries.extend(conn, rows, self.clock.now() + lease)
+
+    def settle_delivery(
+        self, row: ClaimedDelivery, values: dict[str, Any], give_back: bool = False
+    ) -> bool:
+        """Record a delivery's outcome if this claim still holds it."""
+        try:
+            with self._writing() as conn:
+                return deliveries.settle(conn, row, values, give_back)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not record a delivery: {exc}") from exc
+
+    def delivery_source(self, submission_id: int) -> Any | None:
+        """The submission a delivery is about (receipt, form, content)."""
+        with self._reading() as conn:
+            return deliveries.source(conn, submission_id)
+
+    def deliveries(self, receipt: str) -> list[Any]:
+        """Every delivery of one submission, with the endpoint's 410 reason."""
+        with self._reading() as conn:
+            return deliveries.listing(conn, receipt)
+
+    def retry_deliveries(
+        self,
+        receipts: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
+        delivery_ids: Sequence[int] | None = None,
+        failed_only: bool = False,
+    ) -> int:
+        """Make failed, disabled or pending deliveries due now; return how many.
+
+        Of these submissions (receipts, or row ids), these deliveries, or all;
+        `failed_only` leaves pending ones as they are.
+        """
+        states = ("failed", "disabled") if failed_only else DELIVERY_RETRY
+        with self._writing() as conn:
+            if receipts is not None:
+                ids = list(
+                    conn.execute(
+                        select(submissions.c.id).where(
+                            submissions.c.receipt.in_(list(receipts))
+                        )
+                    ).scalars()
+                )
+            return deliveries.retry(conn, self.clock.now(), ids, delivery_ids, states)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries beyond the email by state (every state, 0 included)."""
+        with self._reading() as conn:
+            found = deliveries.counts(conn)
+        return {state: found.get(state, 0) for state in DELIVERY_STATES}
+
+    def disable_target(self, target: str, reason: str) -> None:
+        """Remember that an endpoint answered 410 Gone."""
+        with self._writing() as conn:
+            deliveries.disable_target(conn, target, reason, self.clock.now())
+
+    def disabled_reason(self, target: str) -> str | None:
+        """Why an endpoint is disabled, or None."""
+        with self._reading() as conn:
+            return deliveries.disabled_reason(conn, target)
 
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""
