@@ -139,11 +139,10 @@ def retry_submission(receipt: str) -> ResponseReturnValue:
 @bp.post("/submissions/<receipt>/release")
 def release_submission(receipt: str) -> ResponseReturnValue:
     """Deliver a spam or dropped submission after all: 202; 409 for any other."""
-    ledger = services().ledger
     found = _detail(receipt)
     if found.row.state not in HELD or not found.raw:
         raise ApiError(409, "conflict", _not_releasable(found))
-    if not ledger.release_spam([receipt], by=f"API token {g.api_token_name}"):
+    if not services().release([receipt], by=f"API token {g.api_token_name}"):
         raise ApiError(409, "conflict", _not_releasable(_detail(receipt)))
     return jsonify(detail_json(_detail(receipt))), 202
 

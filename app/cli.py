@@ -271,7 +271,7 @@ def release_command(keys: tuple[str, ...]) -> None:
     # Who, as far as the shell knows: the timeline says who overruled a verdict.
     user = os.environ.get("USER") or os.environ.get("LOGNAME")
     by = "outbox release" + (f" (user {user[:64]})" if user else "")
-    count = ledger.release_spam(receipts, by=by)
+    count = services().release(receipts, by=by)
     for receipt in receipts:
         shown = ledger.row(receipt)
         if shown is not None and shown.state not in HELD:

@@ -464,6 +464,7 @@ def release_one(receipt: str) -> ResponseReturnValue:
         else "Nothing to release: only spam or dropped submissions that kept "
         "their message can be released."
     )
+    return redirect(url_for(".submission", receipt=receipt))
 
 
 @bp.post("/s/<receipt>/deliveries/<int:delivery>/retry")
