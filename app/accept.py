@@ -23,6 +23,7 @@ from .compose import Submission, compose, new_message_id
 from .ledger import Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
+from .uploads import Upload
 
 log = logging.getLogger("formpost.accept")
 
@@ -49,6 +50,8 @@ class Post:
     limits: Limits | None = None
     origin: str | None = None
     user_agent: str | None = None
+    # Received files, in temporary files the caller closes after accept().
+    files: tuple[Upload, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -99,6 +102,9 @@ def content_fingerprint(post: Post) -> str | None:
         _norm(post.message),
         sorted((name, _norm(value)) for name, value in post.fields),
     ]
+    if post.files:
+        # The same text with other files is another submission.
+        content.append(sorted(upload.sha256 for upload in post.files))
     encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -140,6 +146,7 @@ def accept(services: Services, post: Post) -> str:
         if post.limits is not None and post.limits.dedupe_window
         else None,
         content=post.content(),
+        files=post.files,
     )
     metrics.submission(post.form_id, "accepted")
     if has_request_context():

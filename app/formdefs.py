@@ -14,9 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from config import ConfigError, parse_host, parse_origin, parse_rate_limit
+from config import (
+    MAX_ATTACHMENT_FILES,
+    ConfigError,
+    parse_host,
+    parse_media_types,
+    parse_origin,
+    parse_rate_limit,
+    parse_size,
+)
 
 from .compose import header_text_problem
+from .uploads import AttachmentSettings
 
 FORM_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 FIELD_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -28,7 +37,9 @@ KEYS = {
     "honeypot",
     "rate_limit",
     "required",
+    "attachments",
 }
+ATTACHMENT_KEYS = {"max_files", "max_file_size", "max_total_size", "types"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,8 @@ class FormDef:
     honeypot: str = "_gotcha"
     rate_limit: tuple[tuple[int, int], ...] = ()
     required: tuple[str, ...] = ()
+    # None: the form takes no files (415).
+    attachments: AttachmentSettings | None = None
 
     def make_subject(self, visitor_subject: str) -> str:
         """Apply the template (with `{subject}`) or prefix to the visitor's subject."""
@@ -64,6 +77,7 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             allowed_origins=frozenset(config["ALLOWED_ORIGINS"]),
             redirect_hosts=frozenset(config["REDIRECT_HOSTS"]),
             rate_limit=config["RATE_LIMIT"],
+            attachments=default_attachments(config),
         )
     }
     path = config.get("FORMS_FILE")
@@ -75,6 +89,63 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             raise ConfigError(f"FORMS_FILE {path}: {exc}") from None
         forms.update(parse_forms(data, aliases, config["RATE_LIMIT"], path))
     return forms
+
+
+def default_attachments(config: Mapping[str, Any]) -> AttachmentSettings | None:
+    """The default form's files from ATTACHMENTS_*: None unless MAX_FILES > 0."""
+    if not config.get("ATTACHMENTS_MAX_FILES"):
+        return None
+    return AttachmentSettings(
+        max_files=config["ATTACHMENTS_MAX_FILES"],
+        max_file_size=config["ATTACHMENTS_MAX_FILE_SIZE"],
+        max_total_size=config["ATTACHMENTS_MAX_TOTAL_SIZE"],
+        types=tuple(config["ATTACHMENTS_TYPES"]),
+    )
+
+
+def parse_attachments(where: str, value: Any) -> AttachmentSettings:
+    """Check a form's `attachments = { ... }` table; unset keys take defaults."""
+    where = f"{where}: attachments"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table such as {{ max_files = 3 }}")
+    unknown = set(value) - ATTACHMENT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; "
+            f"known: {sorted(ATTACHMENT_KEYS)}"
+        )
+    defaults = AttachmentSettings()
+    files = value.get("max_files", defaults.max_files)
+    if (
+        not isinstance(files, int)
+        or isinstance(files, bool)
+        or not 1 <= files <= MAX_ATTACHMENT_FILES
+    ):
+        raise ConfigError(
+            f"{where}.max_files must be a whole number from 1 to "
+            f"{MAX_ATTACHMENT_FILES}, got {files!r}"
+        )
+    sizes = {}
+    for key in ("max_file_size", "max_total_size"):
+        raw = value.get(key)
+        sizes[key] = (
+            getattr(defaults, key) if raw is None else parse_size(f"{where}.{key}", raw)
+        )
+    if sizes["max_total_size"] < sizes["max_file_size"]:
+        raise ConfigError(
+            f"{where}.max_total_size must not be smaller than max_file_size"
+        )
+    types = value.get("types")
+    if types is None:
+        checked = defaults.types
+    else:
+        checked = parse_media_types(f"{where}.types", _strings(where, "types", types))
+    return AttachmentSettings(
+        max_files=files,
+        max_file_size=sizes["max_file_size"],
+        max_total_size=sizes["max_total_size"],
+        types=checked,
+    )
 
 
 def parse_forms(
@@ -166,6 +237,8 @@ def _parse_form(
     for name in required:
         if not _field_name(name):
             raise ConfigError(f"{where}: required: {name!r} is not a field name")
+    files = table.get("attachments")
+    attachments = None if files is None else parse_attachments(where, files)
     return FormDef(
         id=form_id,
         recipients=tuple(recipients),
@@ -175,4 +248,5 @@ def _parse_form(
         honeypot=honeypot,
         rate_limit=rate_limit,
         required=tuple(required),
+        attachments=attachments,
     )

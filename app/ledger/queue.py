@@ -37,6 +37,14 @@ from ..message import Envelope
 from . import actions, index
 from .content import Content, search_columns
 from .driver import driver_args, driver_transaction, reading, writing
+from .files import (
+    Attachment,
+    StoredFile,
+    delete_files,
+    list_files,
+    read_chunks,
+    store_files,
+)
 from .groupcommit import GroupCommit, Pending
 from .limits import (
     DAY,
@@ -78,6 +86,7 @@ class Claimed:
     envelope: Envelope
     attempts: int
     queued_at: float
+    files: int = 0  # attachments to read from the ledger when sending
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
     "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
-    "message", "fields", "origin", "user_agent",
+    "message", "fields", "origin", "user_agent", "file_count",
 )  # fmt: skip
 UNDELIVERED = ("pending", "sending")
 
@@ -128,6 +137,7 @@ class _Store:
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
     search: dict[str, str]  # the full-text index's columns (index.py)
+    files: tuple[StoredFile, ...] = ()  # written in the row's transaction
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -149,13 +159,15 @@ def _lock_counters() -> Any:
     return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
-@functools.lru_cache(maxsize=2)
-def _insert_statement(dialect: str) -> Any:
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str, returning: bool = False) -> Any:
     values: dict[str, Any] = {k: bindparam(k) for k in ROW_COLUMNS}
     if dialect == "postgresql":
         # The row's search vector in the INSERT itself: no second write.
         values["search"] = index.pg_search_value()
-        return insert(index.pg_submissions()).values(values)
+        stmt = insert(index.pg_submissions()).values(values)
+        # The id only for a row with files, which point at it.
+        return stmt.returning(submissions.c.id) if returning else stmt
     return insert(submissions).values(values)
 
 
@@ -230,6 +242,7 @@ def _claim_statement() -> Any:
             c.message_id,
             c.attempts,
             c.queued_at,
+            c.file_count,
         )
     )
 
@@ -295,6 +308,7 @@ class Ledger:
         limits: Limits | None = None,
         fingerprint: str | None = None,
         content: Content | None = None,
+        files: Sequence[StoredFile] = (),
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -305,7 +319,8 @@ class Ledger:
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
         refuses, StorageError if nothing was committed. `content` is what the
-        visitor sent, stored as data and indexed for search.
+        visitor sent, stored as data and indexed for search; `files` are
+        written in the same transaction as the row (files.py).
         """
         now = self.clock.now()
         content = content or Content()
@@ -328,6 +343,7 @@ class Ledger:
             "client_ip": client_ip[:64] if client_ip else None,
             "fingerprint": fingerprint,
             **content.columns(),
+            "file_count": len(files),
         }
         _check_fits(row)
         search = search_columns(
@@ -342,6 +358,7 @@ class Ledger:
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
                 search=search,
+                files=tuple(files),
             )
         )
         self._commits.run(item)
@@ -399,11 +416,16 @@ class Ledger:
                 row = store.row
                 if dialect == "sqlite":
                     cursor.execute(*driver_args(insert_row, row, engine))
-                    entry = {"id": cursor.lastrowid, **store.search}
+                    row_id = cursor.lastrowid
+                    entry = {"id": row_id, **store.search}
                     cursor.execute(*driver_args(index_row, entry, engine))
                 else:
                     params = {**row, "search_text": index.search_text(store.search)}
-                    cursor.execute(*driver_args(insert_row, params, engine))
+                    stmt = _insert_statement(dialect, bool(store.files))
+                    cursor.execute(*driver_args(stmt, params, engine))
+                    row_id = cursor.fetchone()[0] if store.files else None
+                if store.files:
+                    store_files(cursor, engine, row_id, store.files)
                 key = (row["form_id"], int(store.now // DAY))
                 days[key] = days.get(key, 0) + 1
                 stored += 1
@@ -481,6 +503,7 @@ class Ledger:
                 ),
                 attempts=attempts,
                 queued_at=queued_at,
+                files=file_count,
             )
             for (
                 row_id,
@@ -491,6 +514,7 @@ class Ledger:
                 message_id,
                 attempts,
                 queued_at,
+                file_count,
             ) in rows
         ]
         claimed.sort(key=lambda c: c.id)
@@ -706,6 +730,7 @@ class Ledger:
                     delivery_attempts.c.submission_id.in_(purged)
                 )
             )
+            delete_files(conn, purged)
             if self.engine.dialect.name == "sqlite":
                 conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
@@ -768,6 +793,21 @@ class Ledger:
         """Return everything stored about a submission and its attempts in order."""
         with self._reading() as conn:
             return read_detail(conn, receipt, _LISTED)
+
+    def files(self, submission_id: int) -> list[Attachment]:
+        """Return a submission's files (without their bytes), in posted order."""
+        try:
+            with self._reading() as conn:
+                return list_files(conn, submission_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read attachments: {exc}") from exc
+
+    def file_bytes(self, attachment_id: int) -> Iterator[bytes]:
+        """Yield a stored file's bytes, one chunk per short read."""
+        try:
+            yield from read_chunks(self.engine, attachment_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read an attachment: {exc}") from exc
 
     def retry_now(self, receipts: Sequence[str]) -> int:
         """Make these pending or failed rows due now; return how many."""
