@@ -8,6 +8,7 @@ accept path as the hosted form (accept.py); the workers deliver them.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from flask import (
@@ -54,9 +55,8 @@ def _form_or_404(form_id: str) -> FormDef:
 def _fields(form: FormDef) -> tuple[list[tuple[str, str]], Uploads]:
     """Read the post as (name, value) pairs in submitted order, and its files."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    pairs, uploads = read_post(
-        request, limit, form.attachments, current_app.instance_path
-    )
+    spool = os.path.join(current_app.instance_path, "uploads")
+    pairs, uploads = read_post(request, limit, form.attachments, spool)
     return collect(pairs), uploads
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import re
 import tempfile
 import unicodedata
@@ -20,7 +21,7 @@ from typing import IO
 
 import puremagic
 
-from .errors import Rejected
+from .errors import Rejected, StorageError
 
 MB = 1024 * 1024
 DEFAULT_TYPES = ("application/pdf", "image/png", "image/jpeg", "text/plain")
@@ -189,6 +190,7 @@ class Receiver:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(
             max_size=SPOOL_MEMORY, dir=spool_dir
         )
+        self.spool_dir = spool_dir
         self.size = 0
         self.head = bytearray()
         self.digest = hashlib.sha256()
@@ -231,7 +233,26 @@ class Receiver:
             else:
                 self._text = b"\x00" not in data
         self.digest.update(data)
-        self.file.write(data)
+        try:
+            self._write(data)
+        except OSError as exc:
+            # A full or missing temporary directory: the post is not lost
+            # to a 500, the visitor is told to try again (503).
+            self.discard()
+            raise StorageError(f"could not keep an uploaded file: {exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except FileNotFoundError:
+            # The spool directory (in the instance folder) is made when first
+            # needed; the file rolls over to disk only past SPOOL_MEMORY.
+            # The bytes are in the in-memory buffer already: only the move
+            # to disk failed, so it is what is tried again.
+            if self.spool_dir is None:
+                raise
+            os.makedirs(self.spool_dir, exist_ok=True)
+            self.file.rollover()  # type: ignore[attr-defined]
 
     def finish(self) -> Upload:
         """Check the type found from the bytes; add the file to the post's files."""
