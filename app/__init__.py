@@ -101,6 +101,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
+    # Before the CSRF check reads the body: the hosted form's files need room.
+    app.before_request(hosted.allow_files)
     csrf = CSRFProtect(app)
     # Forms on other sites cannot carry our token; the Origin check and the
     # form's allow-lists protect that endpoint instead.

@@ -18,6 +18,7 @@ from .forms import ContactForm
 from .origin import request_origin
 from .postbody import too_large_message
 from .services import services
+from .uploads import AttachmentSettings
 
 HTTP_MESSAGES = {
     400: "The request could not be understood.",
@@ -62,9 +63,16 @@ def render_form(
             form=form,
             notice=notice,
             development=current_app.config["DEVELOPMENT"],
+            attachments=_hosted_attachments(),
         ),
         status,
     )
+
+
+def _hosted_attachments() -> AttachmentSettings | None:
+    # The hosted form takes files as the default form does (ATTACHMENTS_*).
+    default = services().forms.get("default")
+    return default.attachments if default is not None else None
 
 
 # For errors that carry no code of their own (Rejected.codes).

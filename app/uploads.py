@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -287,3 +287,27 @@ class Receiver:
 
     def discard(self) -> None:
         self.file.close()
+
+
+def receive_parsed(
+    parts: Iterable[tuple[str, str, IO[bytes]]],
+    settings: AttachmentSettings,
+    spool_dir: str | None = None,
+) -> Uploads:
+    """Check files a form parser already spooled ((field, name, stream)).
+
+    For the hosted form, whose body Flask parses (its CSRF check reads the
+    form first): each file goes through a Receiver as if it were arriving,
+    so the same limits, types and names apply. Close the result.
+    """
+    uploads = Uploads()
+    try:
+        for field_name, filename, stream in parts:
+            receiver = Receiver(settings, field_name, filename, uploads, spool_dir)
+            while chunk := stream.read(64 * 1024):
+                receiver.write(chunk)
+            receiver.finish()
+    except BaseException:
+        uploads.close()
+        raise
+    return uploads
