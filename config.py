@@ -370,6 +370,24 @@ def _attachments(env: _Env) -> dict[str, Any]:
         "MAIL_MAX_SIZE": env.integer("MAIL_MAX_SIZE", 0, 0, 2**31),
         # Where owners reach this Formpost: for links in emails (files).
         "PUBLIC_URL": parse_origin("PUBLIC_URL", public) if public else None,
+        **_clamd(env),
+    }
+
+
+def _clamd(env: _Env) -> dict[str, Any]:
+    # Files are scanned only when one of these is set.
+    path, host = env.text("CLAMD_SOCKET"), env.text("CLAMD_HOST")
+    if path and host:
+        raise ConfigError("set CLAMD_SOCKET or CLAMD_HOST, not both")
+    if path and not os.path.isabs(path):
+        raise ConfigError(f"CLAMD_SOCKET must be an absolute path, got {path!r}")
+    if host:
+        host = parse_host("CLAMD_HOST", host)
+    return {
+        "CLAMD_SOCKET": path,
+        "CLAMD_HOST": host,
+        "CLAMD_PORT": env.integer("CLAMD_PORT", 3310, 1, 65535),
+        "CLAMD_TIMEOUT": env.number("CLAMD_TIMEOUT", 30.0, 0.1, 600.0),
     }
 
 

@@ -46,6 +46,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         metrics,
         security,
     )
+    from .clamd import ClamdSettings
     from .clock import SystemClock
     from .errors import StorageError
     from .formdefs import load_forms
@@ -132,6 +133,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         backlog_limit=app.config["BACKLOG_LIMIT"],
         dedupe_window=app.config["DEDUPE_WINDOW"],
         owners=Owners(OwnerStore(engine, clock)),
+        clamd=ClamdSettings.from_config(app.config),
     )
 
     app.register_blueprint(hosted.bp)

@@ -19,10 +19,13 @@ from datetime import UTC, datetime
 from flask import g, has_request_context
 
 from . import metrics
+from .clamd import scan_files
 from .compose import Submission, compose, new_message_id
 from .ledger import Content, Limits, new_receipt
 from .message import normalize_newlines
 from .services import Services
+from .spam import decide
+from .spam.settings import SpamSettings
 from .uploads import Upload
 
 log = logging.getLogger("formpost.accept")
@@ -134,8 +137,11 @@ def accept(services: Services, post: Post) -> str:
         message_id=new_message_id(mail_from),
         date=datetime.now(UTC),
     )
+    state, verdict = _scanned(services, post)
     receipt = services.ledger.enqueue(
         message,
+        state=state,
+        verdict=verdict,
         form_id=post.form_id,
         alias=post.recipient,
         subject=post.subject,
@@ -155,6 +161,34 @@ def accept(services: Services, post: Post) -> str:
     else:
         log.info("stored receipt=%s form=%s", receipt, post.form_id)
     return receipt
+
+
+def _scanned(services: Services, post: Post) -> tuple[str, str | None]:
+    """Scan the post's files with clamd, if set: the row's state and verdict.
+
+    A virus quarantines the post (state `spam`, the signature in the
+    verdict's reasons); an outage follows the form's spam `fail` setting.
+    Until the spam gate (app/spam) stores verdicts itself, this is the one
+    place a verdict is made on the accept path.
+    """
+    if not post.files or services.clamd is None:
+        return "pending", None
+    form = services.forms.get(post.form_id)
+    # FormDef gains its SpamSettings with the spam gate; until then, defaults.
+    spam = getattr(form, "spam", None) or SpamSettings()
+    reasons = scan_files(services.clamd, post.files, spam.fail)
+    if not reasons:
+        return "pending", None
+    verdict = decide(reasons, spam.quarantine_at, spam.drop_at)
+    if verdict.name != "accept":
+        log.warning(
+            "form %s: quarantined by clamd: %s",
+            post.form_id,
+            ", ".join(f"{r.rule}={r.value}" for r in reasons),
+        )
+        metrics.submission(post.form_id, "rejected", "virus")
+        return "spam", verdict.to_json()
+    return "pending", verdict.to_json()
 
 
 def decoy(form_id: str, reason: str) -> str:

@@ -18,6 +18,7 @@ from flask import current_app
 
 from config import Recipient
 
+from .clamd import ClamdSettings
 from .clock import Clock
 from .formdefs import FormDef
 from .ledger import Ledger, Limits
@@ -45,6 +46,8 @@ class Services:
     backlog_limit: int
     owners: Owners
     dedupe_window: float = 0.0
+    # Scan posted files with clamd (CLAMD_SOCKET / CLAMD_HOST); None: no scan.
+    clamd: ClamdSettings | None = None
 
     @property
     def clock(self) -> Clock:

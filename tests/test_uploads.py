@@ -218,8 +218,17 @@ def test_the_default_form_takes_files_only_when_asked():
         ("ATTACHMENTS_MAX_TOTAL_SIZE", "1kB"),
         ("ATTACHMENTS_TYPES", "pdf"),
         ("MAIL_MAX_SIZE", "-1"),
+        ("PUBLIC_URL", "forms.example.com/x"),
+        ("CLAMD_SOCKET", "relative/clamd.sock"),
+        ("CLAMD_PORT", "0"),
+        ("CLAMD_TIMEOUT", "never"),
     ],
 )
 def test_bad_environment_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         load_config({**ENV, name: value})
+
+
+def test_clamd_by_socket_or_host_not_both():
+    with pytest.raises(ConfigError, match="CLAMD_SOCKET or CLAMD_HOST"):
+        load_config({**ENV, "CLAMD_SOCKET": "/run/c.sock", "CLAMD_HOST": "localhost"})

@@ -122,7 +122,7 @@ ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
     "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
-    "message", "fields", "origin", "user_agent", "file_count",
+    "message", "fields", "origin", "user_agent", "file_count", "verdict",
 )  # fmt: skip
 UNDELIVERED = ("pending", "sending")
 
@@ -309,6 +309,8 @@ class Ledger:
         fingerprint: str | None = None,
         content: Content | None = None,
         files: Sequence[StoredFile] = (),
+        state: str = "pending",
+        verdict: str | None = None,
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -335,7 +337,9 @@ class Ledger:
             "message_id": envelope.message_id,
             "raw": envelope.data,
             "dedupe_key": dedupe_digest(dedupe_key) if dedupe_key else None,
-            "state": "pending",
+            # `spam`: quarantined, stored but not delivered (app/spam).
+            "state": state,
+            "verdict": verdict,
             "attempts": 0,
             "created_at": now,
             "queued_at": now,
@@ -428,15 +432,16 @@ class Ledger:
                     store_files(cursor, engine, row_id, store.files)
                 key = (row["form_id"], int(store.now // DAY))
                 days[key] = days.get(key, 0) + 1
-                stored += 1
+                # Only rows waiting to be sent are backlog.
+                stored += row["state"] == "pending"
                 answers.append((row["receipt"], None))
             if stored:
                 add = driver_args(add_to_backlog(), {"delta": stored}, engine)
                 cursor.execute(*add)
-                count = _count_statement(dialect)
-                for (form_id, day), n in days.items():
-                    params = {"form_id": form_id, "day": day, "count": n}
-                    cursor.execute(*driver_args(count, params, engine))
+            count = _count_statement(dialect)
+            for (form_id, day), n in days.items():
+                params = {"form_id": form_id, "day": day, "count": n}
+                cursor.execute(*driver_args(count, params, engine))
         # Only now, after COMMIT returned, is any row of the batch stored.
         for item, (receipt, refusal) in zip(batch, answers, strict=True):
             item.receipt, item.refusal = receipt, refusal
