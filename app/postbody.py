@@ -88,7 +88,12 @@ def read_post(
     uploads = Uploads()
     try:
         pairs = _multipart_pairs(
-            request, attachments.body_limit(limit), attachments, uploads, spool_dir
+            request,
+            attachments.body_limit(limit),
+            attachments,
+            uploads,
+            spool_dir,
+            text_limit=limit,
         )
     except BaseException:
         uploads.close()
@@ -255,6 +260,7 @@ def _multipart_pairs(
     attachments: AttachmentSettings | None = None,
     uploads: Uploads | None = None,
     spool_dir: str | None = None,
+    text_limit: int | None = None,
 ) -> list[tuple[str, str]]:
     boundary = request.mimetype_params.get("boundary", "").encode("latin-1")
     if not boundary:
@@ -268,7 +274,7 @@ def _multipart_pairs(
     pairs: list[tuple[str, str]] = []
     name, value, is_file = "", bytearray(), False
     receiver: Receiver | None = None
-    size = 0
+    size = text = 0
     try:
         while True:
             event = decoder.next_event()
@@ -308,6 +314,12 @@ def _multipart_pairs(
                     _drain(stream)
                     raise
             elif isinstance(event, Data):
+                # The text alone stays within MAX_CONTENT_LENGTH even where
+                # files allow a larger body: text is held in memory.
+                text += len(event.data)
+                if text_limit is not None and text > text_limit:
+                    _drain(stream)
+                    raise _too_large(text_limit)
                 value += event.data
                 if not event.more_data:
                     if not is_file:

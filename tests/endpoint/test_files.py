@@ -241,3 +241,47 @@ def test_a_failure_while_storing_files_leaves_nothing(make_app, relay, database_
     assert counts(app) == (0, 0, 0)
     assert os.listdir(os.path.join(app.instance_path, "uploads")) == []
     assert open_temp_files(app) == before == []
+
+
+def test_the_text_stays_within_max_content_length_beside_files(files_app):
+    """Files allow a larger body; a huge text field is still refused (memory)."""
+    client = files_app.test_client()
+    big = {
+        **FIELDS,
+        "message": "x" * (70 * KB),
+        "attachment": files(("a.pdf", pdf(100))),
+    }
+    answer = post(client, big, headers=JSON)
+    assert answer.status_code == 413
+    assert answer.json["errors"][0]["code"] == "TOO_LARGE"
+    assert counts(files_app) == (0, 0, 0)
+
+
+def test_a_named_form_takes_files_as_its_table_says(make_app, relay, tmp_path):
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        "[forms.jobs]\n"
+        'recipients = ["sales"]\n'
+        f'allowed_origins = ["{SITE}"]\n'
+        'attachments = { max_files = 1, max_file_size = "1kB", '
+        'types = ["application/pdf"] }\n'
+    )
+    app = make_app(relay.env(ALLOWED_ORIGINS=SITE, FORMS_FILE=str(forms)))
+    client = app.test_client()
+    taken = post(
+        client,
+        {**FIELDS, "cv": files(("cv.pdf", pdf(1024)))},
+        path="/f/jobs",
+        headers=JSON,
+    )
+    assert taken.status_code == 200
+    over = post(
+        client,
+        {**FIELDS, "cv": files(("cv.pdf", pdf(1025)))},
+        path="/f/jobs",
+        headers=JSON,
+    )
+    assert over.json["errors"][0]["code"] == "FILE_TOO_LARGE"
+    # The default form (no ATTACHMENTS_MAX_FILES) still takes none.
+    refused = post(client, {**FIELDS, "cv": files(("cv.pdf", pdf(100)))}, headers=JSON)
+    assert refused.json["errors"][0]["code"] == "FILES_NOT_ACCEPTED"
