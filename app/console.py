@@ -411,7 +411,6 @@ def download(receipt: str, position: int) -> ResponseReturnValue:
     response.headers["Content-Disposition"] = content_disposition(stored.filename)
     response.headers["Content-Length"] = str(stored.size)
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 
 
