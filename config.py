@@ -48,6 +48,14 @@ TRUE_WORDS = {"true", "1", "yes"}
 DB_CONNECT_TIMEOUT = 5
 _HOST_RE = re.compile(r"[A-Za-z0-9._:%-]+")
 FALSE_WORDS = {"false", "0", "no"}
+# Attachment sizes: binary units, as file managers show them (10MB = 10 MiB).
+SIZE_UNITS = {"kb": 1024, "mb": 1024 * 1024}
+SIZE_RE = re.compile(r"^\s*([0-9]+)\s*(kB|KB|kb|MB|mb|KiB|MiB)\s*$")
+MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024
+MAX_ATTACHMENT_FILES = 20
+DEFAULT_ATTACHMENT_TYPES = ("application/pdf", "image/png", "image/jpeg", "text/plain")
+MEDIA_TOP = {"application", "audio", "font", "image", "model", "text", "video"}
+_MEDIA_TYPE_RE = re.compile(r"^([a-z]+)/(\*|[a-z0-9][a-z0-9.+-]{0,99})$")
 
 
 class ConfigError(ValueError):
@@ -160,6 +168,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["MAX_CONTENT_LENGTH"] = env.integer(
         "MAX_CONTENT_LENGTH", 64 * 1024, 1024, 2**30
     )
+    cfg.update(_attachments(env))
     cfg["TRUSTED_PROXY_HOPS"] = env.integer("TRUSTED_PROXY_HOPS", 0, 0, 10)
     cfg["FRAME_ANCESTORS"] = [
         parse_origin("FRAME_ANCESTORS", o) for o in env.items("FRAME_ANCESTORS")
@@ -449,6 +458,82 @@ def _rspamd_url(env: _Env) -> str | None:
             f"(no query, fragment or credentials), got {raw!r}"
         )
     return raw.rstrip("/")
+
+
+def parse_size(variable: str, value: str) -> int:
+    """Parse a size such as '10MB' or '512kB' (binary units) into bytes."""
+    match = SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{variable} must be a size with a unit, like '10MB' or '512kB', "
+            f"got {value!r}"
+        )
+    unit = match.group(2).lower().replace("i", "")
+    size = int(match.group(1)) * SIZE_UNITS[unit]
+    if not 1 <= size <= MAX_ATTACHMENT_SIZE:
+        raise ConfigError(f"{variable} must be between 1kB and 100MB, got {value!r}")
+    return size
+
+
+def parse_media_types(variable: str, values: list[str]) -> tuple[str, ...]:
+    """Check a list of media types ('image/png') or families ('image/*')."""
+    if not values:
+        raise ConfigError(f"{variable} must name at least one type")
+    checked = []
+    for value in values:
+        lowered = value.strip().lower()
+        match = _MEDIA_TYPE_RE.match(lowered)
+        if match is None or match.group(1) not in MEDIA_TOP:
+            raise ConfigError(
+                f"{variable}: {value!r} is not a media type such as "
+                "'application/pdf' or a family such as 'image/*'"
+            )
+        checked.append(lowered)
+    return tuple(dict.fromkeys(checked))
+
+
+def _attachments(env: _Env) -> dict[str, Any]:
+    # The default form takes files only when ATTACHMENTS_MAX_FILES is set.
+    files = env.integer("ATTACHMENTS_MAX_FILES", 0, 0, MAX_ATTACHMENT_FILES)
+    size = env.text("ATTACHMENTS_MAX_FILE_SIZE") or "10MB"
+    total = env.text("ATTACHMENTS_MAX_TOTAL_SIZE") or "20MB"
+    types = env.items("ATTACHMENTS_TYPES") or list(DEFAULT_ATTACHMENT_TYPES)
+    public = env.text("PUBLIC_URL")
+    per_file = parse_size("ATTACHMENTS_MAX_FILE_SIZE", size)
+    together = parse_size("ATTACHMENTS_MAX_TOTAL_SIZE", total)
+    if together < per_file:
+        raise ConfigError(
+            "ATTACHMENTS_MAX_TOTAL_SIZE must not be smaller than "
+            "ATTACHMENTS_MAX_FILE_SIZE"
+        )
+    return {
+        "ATTACHMENTS_MAX_FILES": files,
+        "ATTACHMENTS_MAX_FILE_SIZE": per_file,
+        "ATTACHMENTS_MAX_TOTAL_SIZE": together,
+        "ATTACHMENTS_TYPES": parse_media_types("ATTACHMENTS_TYPES", types),
+        # 0: only the relay's advertised SIZE bounds a message with files.
+        "MAIL_MAX_SIZE": env.integer("MAIL_MAX_SIZE", 0, 0, 2**31),
+        # Where owners reach this Formpost: for links in emails (files).
+        "PUBLIC_URL": parse_origin("PUBLIC_URL", public) if public else None,
+        **_clamd(env),
+    }
+
+
+def _clamd(env: _Env) -> dict[str, Any]:
+    # Files are scanned only when one of these is set.
+    path, host = env.text("CLAMD_SOCKET"), env.text("CLAMD_HOST")
+    if path and host:
+        raise ConfigError("set CLAMD_SOCKET or CLAMD_HOST, not both")
+    if path and not os.path.isabs(path):
+        raise ConfigError(f"CLAMD_SOCKET must be an absolute path, got {path!r}")
+    if host:
+        host = parse_host("CLAMD_HOST", host)
+    return {
+        "CLAMD_SOCKET": path,
+        "CLAMD_HOST": host,
+        "CLAMD_PORT": env.integer("CLAMD_PORT", 3310, 1, 65535),
+        "CLAMD_TIMEOUT": env.number("CLAMD_TIMEOUT", 30.0, 0.1, 600.0),
+    }
 
 
 def _checked_address(variable: str, addr: str) -> str:

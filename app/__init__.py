@@ -46,6 +46,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         metrics,
         security,
     )
+    from .clamd import ClamdSettings
     from .clock import SystemClock
     from .errors import StorageError
     from .formdefs import load_forms
@@ -102,6 +103,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
+    # Before the CSRF check reads the body: the hosted form's files need room.
+    app.before_request(hosted.allow_files)
     csrf = CSRFProtect(app)
     # Forms on other sites cannot carry our token; the Origin check and the
     # form's allow-lists protect that endpoint instead.
@@ -133,6 +136,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         spam_defaults=app.config["SPAM_DEFAULTS"],
         owners=Owners(OwnerStore(engine, clock)),
         notify=NotifySettings.from_config(app.config),
+        clamd=ClamdSettings.from_config(app.config),
     )
 
     app.register_blueprint(hosted.bp)

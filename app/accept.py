@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 from flask import g, has_request_context
 
 from . import metrics
+from .clamd import scan_files
 from .compose import Submission, compose, new_message_id
 from .ledger import Channel, Content, Limits, new_receipt
 from .message import Envelope, normalize_newlines
 from .services import Services
-from .spam import ACCEPT, SpamContext, Verdict
+from .spam import ACCEPT, SpamContext, Verdict, decide
 from .spam.gate import body_digest, evaluate
+from .uploads import Upload
 
 log = logging.getLogger("formpost.accept")
 
@@ -83,6 +85,8 @@ class Post:
     # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
     # by the caller from the form's configuration (Services.channels).
     channels: tuple[Channel, ...] = ()
+    # Received files, in temporary files the caller closes after accept().
+    files: tuple[Upload, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -133,6 +137,9 @@ def content_fingerprint(post: Post) -> str | None:
         _norm(post.message),
         sorted((name, _norm(value)) for name, value in post.fields),
     ]
+    if post.files:
+        # The same text with other files is another submission.
+        content.append(sorted(upload.sha256 for upload in post.files))
     encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -187,6 +194,7 @@ def accept(services: Services, post: Post) -> str:
         verdict_json=verdict.to_json() if post.scored else None,
         body_digest=digest,
         channels=post.channels,
+        files=post.files,
     )
     metrics.submission(post.form_id, OUTCOMES[verdict.name])
     if post.scored:
@@ -220,7 +228,15 @@ def judge(services: Services, post: Post, message_bytes: bytes = b"") -> Verdict
     if not post.scored:
         return ACCEPT
     settings = services.spam_settings(post.form_id)
-    return evaluate(post.spam_context(message_bytes), settings, services)
+    verdict = evaluate(post.spam_context(message_bytes), settings, services)
+    if not post.files or services.clamd is None or verdict.name == "drop":
+        return verdict
+    # Files are scanned last: a virus quarantines the post with the
+    # signature as its reason; an outage follows the form's `fail`.
+    found = scan_files(services.clamd, post.files, settings.fail)
+    if not found:
+        return verdict
+    return decide((*verdict.reasons, *found), settings.quarantine_at, settings.drop_at)
 
 
 def decoy(form_id: str, reason: str) -> str:

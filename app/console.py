@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -51,6 +51,7 @@ from wtforms.validators import DataRequired, Length
 from . import dashboard, export, snippets
 from .doctor import Doctor, Report
 from .fieldmap import HONEYPOTS
+from .filelinks import read_token
 from .ledger import STATES, BadCursor, Filters, submissions
 from .ledger.content import read_message
 from .ledger.driver import reading
@@ -407,6 +408,7 @@ def submission(receipt: str) -> ResponseReturnValue:
         headers=headers,
         text=text,
         action=ActionForm(),
+        files=services().ledger.files(row.id) if row.file_count else [],
         can_retry=row.state in ("pending", "failed"),
         can_release=row.state in HELD and bool(detail.raw),
         tombstone=row.state == "dropped" and not detail.raw,
@@ -414,6 +416,53 @@ def submission(receipt: str) -> ResponseReturnValue:
         deliveries=services().ledger.deliveries(row.receipt),
         confirming=request.args.get("confirm") == "delete",
     )
+
+
+@bp.get("/s/<receipt>/files/<int:position>")
+@login_required
+def download(receipt: str, position: int) -> ResponseReturnValue:
+    """Send one attached file as a download: never rendered, never sniffed."""
+    ledger = services().ledger
+    row = ledger.row(receipt) if len(receipt) <= 16 else None
+    if row is None or not row.file_count:
+        abort(404)
+    found = [f for f in ledger.files(row.id) if f.position == position]
+    if not found:
+        abort(404)
+    (stored,) = found
+    response = Response(
+        stream_with_context(ledger.file_bytes(stored.id)),
+        mimetype="application/octet-stream",
+    )
+    # RFC 6266: an ASCII fallback name and the real one as RFC 5987 UTF-8.
+    response.headers["Content-Disposition"] = content_disposition(stored.filename)
+    response.headers["Content-Length"] = str(stored.size)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.get("/files/<token>")
+@login_required
+def files_link(token: str) -> ResponseReturnValue:
+    """Open a submission from the signed link in an email too large for its files."""
+    receipt = read_token(current_app.config["SECRET_KEY"], token)
+    if receipt is None:
+        return render_template(
+            "console/message.html",
+            title="This link has expired",
+            message="The link to these files is out of date or not one Formpost "
+            "made. Find the submission in the inbox by its receipt.",
+        ), 404
+    return redirect(url_for("console.submission", receipt=receipt))
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII filename and RFC 5987 filename* (RFC 6266)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+        for c in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def _message_parts(raw: bytes) -> tuple[list[tuple[str, str]], str | None]:

@@ -10,6 +10,7 @@ accept path as the hosted form (accept.py); the workers deliver them.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from flask import (
@@ -30,10 +31,11 @@ from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
 from .origin import client_ip, origin_allowed, request_origin
-from .postbody import read_pairs
+from .postbody import read_post
 from .redirects import safe_next
 from .services import services
 from .spam import altcha
+from .uploads import Uploads
 
 bp = Blueprint("endpoint", __name__, url_prefix="/f")
 log = logging.getLogger("formpost.endpoint")
@@ -53,10 +55,12 @@ def _form_or_404(form_id: str) -> FormDef:
     return form
 
 
-def _fields() -> list[tuple[str, str]]:
-    """Read the post as (name, value) pairs in submitted order."""
+def _fields(form: FormDef) -> tuple[list[tuple[str, str]], Uploads]:
+    """Read the post as (name, value) pairs in submitted order, and its files."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return collect(read_pairs(request, limit))
+    spool = os.path.join(current_app.instance_path, "uploads")
+    pairs, uploads = read_post(request, limit, form.attachments, spool)
+    return collect(pairs), uploads
 
 
 def _dedupe_key(form: FormDef) -> str | None:
@@ -79,7 +83,21 @@ def submit(form_id: str) -> ResponseReturnValue:
         log.info("form %s: refused post from origin %s", form.id, origin)
         raise Rejected(403, {"origin": "This site may not post to this form."})
     dedupe_key = _dedupe_key(form)  # a malformed key: 400 before any work
-    pairs = _fields()
+    pairs, uploads = _fields(form)
+    try:
+        return _submit(form, origin, dedupe_key, pairs, uploads)
+    finally:
+        # Stored in the submission's transaction, or refused: gone either way.
+        uploads.close()
+
+
+def _submit(
+    form: FormDef,
+    origin: str | None,
+    dedupe_key: str | None,
+    pairs: list[tuple[str, str]],
+    uploads: Uploads,
+) -> ResponseReturnValue:
     found = interpret(pairs, form, services().recipients)
     if found.ignored_cc:
         log.warning(
@@ -109,6 +127,7 @@ def submit(form_id: str) -> ResponseReturnValue:
             pairs=tuple(pairs),
             honeypot_filled=found.honeypot,
             channels=tuple(svc.channels(form.id, found.reply_to)),
+            files=tuple(uploads.files),
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)

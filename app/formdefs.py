@@ -20,18 +20,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config import (
+    MAX_ATTACHMENT_FILES,
     ConfigError,
     check_thresholds,
     parse_blocked_word,
     parse_email_domain,
     parse_host,
+    parse_media_types,
     parse_network,
     parse_origin,
     parse_rate_limit,
+    parse_size,
 )
 
 from .compose import header_text_problem
 from .spam.settings import CaptchaSettings, SpamSettings
+from .uploads import AttachmentSettings
 
 FORM_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 FIELD_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -45,7 +49,9 @@ KEYS = {
     "required",
     *("notify", "notify_full_message", "webhooks", "autoresponse"),
     "spam",
+    "attachments",
 }
+ATTACHMENT_KEYS = {"max_files", "max_file_size", "max_total_size", "types"}
 SPAM_KEYS = {
     "fail",
     "quarantine_at",
@@ -120,6 +126,8 @@ class FormDef:
     required: tuple[str, ...] = ()
     spam: SpamSettings = field(default_factory=SpamSettings)
     notify: Notify = Notify()
+    # None: the form takes no files (415).
+    attachments: AttachmentSettings | None = None
 
     def make_subject(self, visitor_subject: str) -> str:
         """Apply the template (with `{subject}`) or prefix to the visitor's subject."""
@@ -143,6 +151,7 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             redirect_hosts=frozenset(config["REDIRECT_HOSTS"]),
             rate_limit=config["RATE_LIMIT"],
             spam=spam_defaults,
+            attachments=default_attachments(config),
         )
     }
     path = config.get("FORMS_FILE")
@@ -159,6 +168,63 @@ def load_forms(config: Mapping[str, Any]) -> dict[str, FormDef]:
             forms["default"] = replace(forms["default"], notify=notify)
         forms.update(parsed)
     return forms
+
+
+def default_attachments(config: Mapping[str, Any]) -> AttachmentSettings | None:
+    """The default form's files from ATTACHMENTS_*: None unless MAX_FILES > 0."""
+    if not config.get("ATTACHMENTS_MAX_FILES"):
+        return None
+    return AttachmentSettings(
+        max_files=config["ATTACHMENTS_MAX_FILES"],
+        max_file_size=config["ATTACHMENTS_MAX_FILE_SIZE"],
+        max_total_size=config["ATTACHMENTS_MAX_TOTAL_SIZE"],
+        types=tuple(config["ATTACHMENTS_TYPES"]),
+    )
+
+
+def parse_attachments(where: str, value: Any) -> AttachmentSettings:
+    """Check a form's `attachments = { ... }` table; unset keys take defaults."""
+    where = f"{where}: attachments"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table such as {{ max_files = 3 }}")
+    unknown = set(value) - ATTACHMENT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; "
+            f"known: {sorted(ATTACHMENT_KEYS)}"
+        )
+    defaults = AttachmentSettings()
+    files = value.get("max_files", defaults.max_files)
+    if (
+        not isinstance(files, int)
+        or isinstance(files, bool)
+        or not 1 <= files <= MAX_ATTACHMENT_FILES
+    ):
+        raise ConfigError(
+            f"{where}.max_files must be a whole number from 1 to "
+            f"{MAX_ATTACHMENT_FILES}, got {files!r}"
+        )
+    sizes = {}
+    for key in ("max_file_size", "max_total_size"):
+        raw = value.get(key)
+        sizes[key] = (
+            getattr(defaults, key) if raw is None else parse_size(f"{where}.{key}", raw)
+        )
+    if sizes["max_total_size"] < sizes["max_file_size"]:
+        raise ConfigError(
+            f"{where}.max_total_size must not be smaller than max_file_size"
+        )
+    types = value.get("types")
+    if types is None:
+        checked = defaults.types
+    else:
+        checked = parse_media_types(f"{where}.types", _strings(where, "types", types))
+    return AttachmentSettings(
+        max_files=files,
+        max_file_size=sizes["max_file_size"],
+        max_total_size=sizes["max_total_size"],
+        types=checked,
+    )
 
 
 def parse_forms(
@@ -265,6 +331,8 @@ def _parse_form(
         if not _field_name(name):
             raise ConfigError(f"{where}: required: {name!r} is not a field name")
     notify = parse_notify(table, where)
+    files = table.get("attachments")
+    attachments = None if files is None else parse_attachments(where, files)
     return FormDef(
         id=form_id,
         recipients=tuple(recipients),
@@ -276,6 +344,7 @@ def _parse_form(
         required=tuple(required),
         spam=parse_spam(table.get("spam", {}), spam_defaults, f"{where}: spam"),
         notify=notify,
+        attachments=attachments,
     )
 
 

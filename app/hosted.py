@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from flask import (
     Blueprint,
@@ -19,9 +20,11 @@ from . import metrics
 from .accept import Post, accept, decoy
 from .answers import render_form
 from .endpoint import challenge_response
-from .forms import form_token_age, hosted_form, new_form_token
+from .errors import Rejected
+from .forms import ContactForm, form_token_age, hosted_form, new_form_token
 from .origin import client_ip, request_origin
 from .services import services
+from .uploads import AttachmentSettings, Uploads, receive_parsed, size_text
 
 bp = Blueprint("hosted", __name__)
 # The hosted form's own fields that are not what the visitor wrote.
@@ -36,6 +39,45 @@ def too_fast(wait: float) -> str:
         "That was quick! Please check your message, wait "
         f"{seconds} more {unit}, then send it again."
     )
+
+
+def file_settings() -> AttachmentSettings | None:
+    """The hosted form takes files as the default form does (ATTACHMENTS_*)."""
+    default = services().forms.get("default")
+    return default.attachments if default is not None else None
+
+
+def allow_files() -> None:
+    """Before the CSRF check parses the hosted form: room for its files.
+
+    Flask parses this body (spooling files to temporary files, not memory);
+    MAX_CONTENT_LENGTH is raised by the files' total for this view only.
+    """
+    if request.method != "POST" or request.endpoint != "hosted.submit":
+        return
+    settings = file_settings()
+    if settings is not None and request.mimetype == "multipart/form-data":
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        request.max_content_length = settings.body_limit(limit)
+
+
+def _posted_files(settings: AttachmentSettings | None) -> Uploads:
+    """The files chosen in the form, checked; none if the form takes none."""
+    if settings is None:
+        return Uploads()
+    parts = [
+        (name, storage.filename, storage.stream)
+        for name, storage in request.files.items(multi=True)
+        if storage.filename
+    ]
+    spool = os.path.join(current_app.instance_path, "uploads")
+    return receive_parsed(parts, settings, spool)
+
+
+@bp.app_template_filter("filesize")
+def filesize(size: int) -> str:
+    """Say a size in kB or MB, as the limits are written."""
+    return size_text(size)
 
 
 @bp.get("/")
@@ -76,7 +118,25 @@ def submit() -> ResponseReturnValue:
         # fresh one above, so the whole minimum starts again.
         metrics.submission("hosted", "rejected", "too_fast")
         return render_form(form, 400, notice=too_fast(least - (age or 0.0)))
+    try:
+        uploads = _posted_files(file_settings())
+    except Rejected as refused:
+        # Everything typed comes back; files cannot be put back in a file
+        # input by the server, so the message asks for them again.
+        metrics.submission("hosted", "rejected", "file")
+        notice = " ".join(refused.errors.values())
+        return render_form(form, refused.status, notice=notice)
+    try:
+        return _accept(form, uploads, honeypot, age)
+    finally:
+        uploads.close()
 
+
+def _accept(
+    form: ContactForm, uploads: Uploads, honeypot: bool, age: float | None
+) -> ResponseReturnValue:
+    cfg = current_app.config
+    svc = services()
     session["receipt"] = accept(
         svc,
         Post(
@@ -101,6 +161,7 @@ def submit() -> ResponseReturnValue:
             honeypot_filled=honeypot,
             fill_seconds=age,
             channels=tuple(svc.channels("hosted", form.email.data or None)),
+            files=tuple(uploads.files),
         ),
     )
     return redirect(url_for(".thanks"), code=303)

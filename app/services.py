@@ -18,6 +18,7 @@ from flask import current_app
 
 from config import Recipient
 
+from .clamd import ClamdSettings
 from .clock import Clock
 from .formdefs import FormDef
 from .ledger import Channel, Filters, Ledger, Limits
@@ -58,6 +59,8 @@ class Services:
         return form.spam if form is not None else self.spam_defaults
 
     notify: NotifySettings = NotifySettings()
+    # Scan posted files with clamd (CLAMD_SOCKET / CLAMD_HOST); None: no scan.
+    clamd: ClamdSettings | None = None
 
     @property
     def clock(self) -> Clock:

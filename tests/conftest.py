@@ -48,8 +48,16 @@ def make_relay(pki: PKI) -> Iterator[Callable[..., Relay]]:
         auth: bool = True,
         trusted: bool = True,
         port: int | None = None,
+        data_size_limit: int | None = None,
     ) -> Relay:
-        relay = Relay(pki, mode=mode, auth=auth, trusted=trusted, port=port).start()
+        relay = Relay(
+            pki,
+            mode=mode,
+            auth=auth,
+            trusted=trusted,
+            port=port,
+            data_size_limit=data_size_limit,
+        ).start()
         started.append(relay)
         return relay
 

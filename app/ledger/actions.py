@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, select, update
 
 from . import index
+from .files import delete_files
 from .limits import add_to_backlog
 from .schema import BACKLOG, CONTENT_COLUMNS, counters, submissions
 
@@ -87,4 +88,7 @@ def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
         erased += count
     if erased:
         conn.execute(index.unindex_rows(conn.dialect.name), {"ids": list(ids)})
+        # The files go with the content: nothing of them stays in a tombstone.
+        tombstones = select(c.id).where(c.id.in_(ids), c.state == "deleted")
+        delete_files(conn, tombstones)
     return erased

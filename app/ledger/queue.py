@@ -38,6 +38,14 @@ from . import actions, deliveries, index, proofs
 from .content import Content, search_columns
 from .deliveries import Channel, ClaimedDelivery
 from .driver import driver_args, driver_transaction, reading, writing
+from .files import (
+    Attachment,
+    StoredFile,
+    delete_files,
+    list_files,
+    read_chunks,
+    store_files,
+)
 from .groupcommit import GroupCommit, Pending
 from .limits import (
     DAY,
@@ -83,6 +91,7 @@ class Claimed:
     envelope: Envelope
     attempts: int
     queued_at: float
+    files: int = 0  # attachments to read from the ledger when sending
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ ROW_COLUMNS = (
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
     "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
     "message", "fields", "origin", "user_agent", "verdict", "body_digest",
+    "file_count",
 )  # fmt: skip
 # What a spam verdict stores a post as (app/spam): accept, quarantine, drop.
 VERDICT_STATES = {"accept": "pending", "quarantine": "spam", "drop": "dropped"}
@@ -137,6 +147,7 @@ class _Store:
     now: float
     search: dict[str, str]  # the full-text index's columns (index.py)
     channels: tuple[Channel, ...] = ()  # deliveries beyond the email
+    files: tuple[StoredFile, ...] = ()  # written in the row's transaction
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -158,13 +169,15 @@ def _lock_counters() -> Any:
     return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
-@functools.lru_cache(maxsize=2)
-def _insert_statement(dialect: str) -> Any:
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str, returning: bool = False) -> Any:
     values: dict[str, Any] = {k: bindparam(k) for k in ROW_COLUMNS}
     if dialect == "postgresql":
         # The row's search vector in the INSERT itself: no second write.
         values["search"] = index.pg_search_value()
-        return insert(index.pg_submissions()).values(values)
+        stmt = insert(index.pg_submissions()).values(values)
+        # The id only for a row with files, which point at it.
+        return stmt.returning(submissions.c.id) if returning else stmt
     return insert(submissions).values(values)
 
 
@@ -239,6 +252,7 @@ def _claim_statement() -> Any:
             c.message_id,
             c.attempts,
             c.queued_at,
+            c.file_count,
         )
     )
 
@@ -310,6 +324,7 @@ class Ledger:
         verdict_json: str | None = None,
         body_digest: str | None = None,
         channels: Sequence[Channel] = (),
+        files: Sequence[StoredFile] = (),
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -320,7 +335,8 @@ class Ledger:
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
         refuses, StorageError if nothing was committed. `content` is what the
-        visitor sent, stored as data and indexed for search.
+        visitor sent, stored as data and indexed for search; `files` are
+        written in the same transaction as the row (files.py).
 
         `verdict` (accept, quarantine, drop) picks the state: `pending` for
         the workers, `spam` (kept, never claimed until released) or
@@ -355,6 +371,7 @@ class Ledger:
             **content.columns(),
             "verdict": verdict_json,
             "body_digest": body_digest,
+            "file_count": len(files),
         }
         _check_fits(row)
         search = search_columns(
@@ -370,6 +387,7 @@ class Ledger:
                 now=now,
                 search=search,
                 channels=tuple(channels),
+                files=tuple(files),
             )
         )
         self._commits.run(item)
@@ -427,11 +445,16 @@ class Ledger:
                 admission.charge(writes, queued=row["state"] == "pending")
                 if dialect == "sqlite":
                     cursor.execute(*driver_args(insert_row, row, engine))
-                    entry = {"id": cursor.lastrowid, **store.search}
+                    row_id = cursor.lastrowid
+                    entry = {"id": row_id, **store.search}
                     cursor.execute(*driver_args(index_row, entry, engine))
                 else:
                     params = {**row, "search_text": index.search_text(store.search)}
-                    cursor.execute(*driver_args(insert_row, params, engine))
+                    stmt = _insert_statement(dialect, bool(store.files))
+                    cursor.execute(*driver_args(stmt, params, engine))
+                    row_id = cursor.fetchone()[0] if store.files else None
+                if store.files:
+                    store_files(cursor, engine, row_id, store.files)
                 # The backlog is what the workers have to send: quarantined
                 # and dropped rows are not in it (a release adds to it).
                 if row["state"] == "pending":
@@ -570,6 +593,7 @@ class Ledger:
                 ),
                 attempts=attempts,
                 queued_at=queued_at,
+                files=file_count,
             )
             for (
                 row_id,
@@ -580,6 +604,7 @@ class Ledger:
                 message_id,
                 attempts,
                 queued_at,
+                file_count,
             ) in rows
         ]
         claimed.sort(key=lambda c: c.id)
@@ -835,6 +860,7 @@ class Ledger:
                 )
             )
             deliveries.purge_for(conn, purged)
+            delete_files(conn, purged)
             if self.engine.dialect.name == "sqlite":
                 conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
@@ -899,6 +925,21 @@ class Ledger:
         """Return everything stored about a submission and its attempts in order."""
         with self._reading() as conn:
             return read_detail(conn, receipt, _LISTED)
+
+    def files(self, submission_id: int) -> list[Attachment]:
+        """Return a submission's files (without their bytes), in posted order."""
+        try:
+            with self._reading() as conn:
+                return list_files(conn, submission_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read attachments: {exc}") from exc
+
+    def file_bytes(self, attachment_id: int) -> Iterator[bytes]:
+        """Yield a stored file's bytes, one chunk per short read."""
+        try:
+            yield from read_chunks(self.engine, attachment_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read an attachment: {exc}") from exc
 
     def retry_now(self, receipts: Sequence[str]) -> int:
         """Make these pending or failed rows due now; return how many."""

@@ -90,6 +90,28 @@ submissions = Table(
     # SHA-256 of the normalised message body, for "the same body posted again
     # across forms" (app/spam/rules.py).
     Column("body_digest", String(64)),
+    # How many files came with the post (version 8): the worker reads them
+    # from `attachments` only for rows that have some.
+    Column("file_count", Integer, nullable=False, server_default="0"),
+)
+# A submission's files (files.py): one row per file, its bytes in chunks.
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("submission_id", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(127), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+)
+attachment_chunks = Table(
+    "attachment_chunks",
+    metadata,
+    Column("attachment_id", BigInteger, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 # Full-text search: SQLite keeps an FTS5 table `submission_search` (rowid =
 # submissions.id); PostgreSQL a tsvector column `submissions.search` with a
@@ -533,6 +555,35 @@ def _v8_deliveries(conn: Connection) -> None:
     v8.create_all(conn)
 
 
+def _v9_attachments(conn: Connection) -> None:
+    # Files posted with a submission, in the database so that they commit
+    # with their row and every machine sharing the database can send them.
+    conn.exec_driver_sql(
+        "ALTER TABLE submissions ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0"
+    )
+    v9 = MetaData()
+    Table(
+        "attachments",
+        v9,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("submission_id", BigInteger, nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("filename", String(255), nullable=False),
+        Column("content_type", String(127), nullable=False),
+        Column("size", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Index("ix_attachments_submission", "submission_id", "position"),
+    )
+    Table(
+        "attachment_chunks",
+        v9,
+        Column("attachment_id", BigInteger, primary_key=True),
+        Column("seq", Integer, primary_key=True),
+        Column("data", LargeBinary, nullable=False),
+    )
+    v9.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
@@ -542,6 +593,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v6_api_tokens,
     _v7_spam,
     _v8_deliveries,
+    _v9_attachments,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
