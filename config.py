@@ -7,11 +7,13 @@ naming the variable, so the service refuses to start instead of limping along.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 import ssl
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -23,6 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from app.languages import TAGS, exact_locale
 from app.message import header_text_problem
+from app.spam.settings import SpamSettings
 from app.urls import is_loopback, normalize_host, normalize_origin
 
 # MAIL_FROM: a display name (anything, as written) before one <address>.
@@ -46,6 +49,14 @@ TRUE_WORDS = {"true", "1", "yes"}
 DB_CONNECT_TIMEOUT = 5
 _HOST_RE = re.compile(r"[A-Za-z0-9._:%-]+")
 FALSE_WORDS = {"false", "0", "no"}
+# Attachment sizes: binary units, as file managers show them (10MB = 10 MiB).
+SIZE_UNITS = {"kb": 1024, "mb": 1024 * 1024}
+SIZE_RE = re.compile(r"^\s*([0-9]+)\s*(kB|KB|kb|MB|mb|KiB|MiB)\s*$")
+MAX_ATTACHMENT_SIZE = 100 * 1024 * 1024
+MAX_ATTACHMENT_FILES = 20
+DEFAULT_ATTACHMENT_TYPES = ("application/pdf", "image/png", "image/jpeg", "text/plain")
+MEDIA_TOP = {"application", "audio", "font", "image", "model", "text", "video"}
+_MEDIA_TYPE_RE = re.compile(r"^([a-z]+)/(\*|[a-z0-9][a-z0-9.+-]{0,99})$")
 
 
 class ConfigError(ValueError):
@@ -135,6 +146,19 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             f"SMTP_TIMEOUT ({cfg['SMTP_TIMEOUT']:g} s): a send attempt must end "
             "before another worker may take the message over"
         )
+    # Unset: 10 s, or half the lease when that is shorter (a short lease
+    # must not make a webhook-free setup fail to start).
+    cfg["WEBHOOK_TIMEOUT"] = env.number(
+        "WEBHOOK_TIMEOUT", min(10.0, cfg["OUTBOX_LEASE"] / 2), 0.1, 300.0
+    )
+    if cfg["OUTBOX_LEASE"] <= cfg["WEBHOOK_TIMEOUT"]:
+        raise ConfigError(
+            f"OUTBOX_LEASE ({cfg['OUTBOX_LEASE']:g} s) must be longer than "
+            f"WEBHOOK_TIMEOUT ({cfg['WEBHOOK_TIMEOUT']:g} s)"
+        )
+    cfg["WEBHOOK_ALLOW_PRIVATE"] = env.boolean("WEBHOOK_ALLOW_PRIVATE", False)
+    public_url = env.text("PUBLIC_URL")
+    cfg["PUBLIC_URL"] = parse_origin("PUBLIC_URL", public_url) if public_url else None
     cfg["OUTBOX_POLL_INTERVAL"] = env.number("OUTBOX_POLL_INTERVAL", 1.0, 0.01, 60.0)
     cfg["OUTBOX_BATCH"] = env.integer("OUTBOX_BATCH", 20, 1, 1000)
     cfg["OUTBOX_NICE"] = env.integer("OUTBOX_NICE", 10, 0, 19)
@@ -145,6 +169,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["MAX_CONTENT_LENGTH"] = env.integer(
         "MAX_CONTENT_LENGTH", 64 * 1024, 1024, 2**30
     )
+    cfg.update(_attachments(env))
     cfg["TRUSTED_PROXY_HOPS"] = env.integer("TRUSTED_PROXY_HOPS", 0, 0, 10)
     cfg["FRAME_ANCESTORS"] = [
         parse_origin("FRAME_ANCESTORS", o) for o in env.items("FRAME_ANCESTORS")
@@ -164,6 +189,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     cfg["DEDUPE_WINDOW"] = env.number("DEDUPE_WINDOW", 600.0, 0.0, 7 * 86400.0)
     cfg["FORMS_FILE"] = env.file("FORMS_FILE")
     cfg["FORM_LANGUAGE"] = parse_language("FORM_LANGUAGE", env.text("FORM_LANGUAGE"))
+    cfg["SPAM_DEFAULTS"] = _spam_defaults(env)
+    cfg["RSPAMD_URL"] = _rspamd_url(env)
+    cfg["RSPAMD_TIMEOUT"] = env.number("RSPAMD_TIMEOUT", 5.0, 0.1, 120.0)
     cfg["MAILDIR_PATH"] = env.text("MAILDIR_PATH")
     cfg["SESSION_COOKIE_SECURE"] = env.boolean("COOKIE_SECURE", False)
     cfg.update(_dkim(env, cfg["MAIL_FROM"]))
@@ -316,6 +344,208 @@ def parse_rate_limit(variable: str, value: str) -> tuple[tuple[int, int], ...]:
         seconds = RATE_UNITS[unit] * int(multiple or 1)
         limits.append((int(count), seconds))
     return tuple(limits)
+
+
+def _spam_defaults(env: _Env) -> SpamSettings:
+    """Read the SPAM_* defaults every form starts from (FORMS_FILE overrides)."""
+    base = SpamSettings()
+    fail = env.choice("SPAM_FAIL", ("open", "closed"), base.fail)
+    pow_mode = env.choice(
+        "SPAM_PROOF_OF_WORK", ("off", "score", "required"), base.proof_of_work
+    )
+    settings = SpamSettings(
+        fail="closed" if fail == "closed" else "open",
+        quarantine_at=env.number("SPAM_QUARANTINE_AT", base.quarantine_at, 0.1, 1000.0),
+        drop_at=env.number("SPAM_DROP_AT", base.drop_at, 0.1, 1000.0),
+        proof_of_work=(
+            "off"
+            if pow_mode == "off"
+            else "required"
+            if pow_mode == "required"
+            else "score"
+        ),
+        max_links=env.integer("SPAM_MAX_LINKS", base.max_links, 0, 1000),
+        blocked_words=tuple(
+            parse_blocked_word("SPAM_BLOCKED_WORDS", w)
+            for w in env.items("SPAM_BLOCKED_WORDS")
+        ),
+        blocked_email_domains=tuple(
+            parse_email_domain("SPAM_BLOCKED_EMAIL_DOMAINS", d)
+            for d in env.items("SPAM_BLOCKED_EMAIL_DOMAINS")
+        ),
+        blocked_networks=tuple(
+            parse_network("SPAM_BLOCKED_NETWORKS", n)
+            for n in env.items("SPAM_BLOCKED_NETWORKS")
+        ),
+        repeat_window=env.number(
+            "SPAM_REPEAT_WINDOW", base.repeat_window, 0.0, 30 * 86400.0
+        ),
+        rspamd_quarantine_at=env.number(
+            "SPAM_RSPAMD_QUARANTINE_AT", base.rspamd_quarantine_at, -1000.0, 1000.0
+        ),
+        rspamd_drop_at=env.number(
+            "SPAM_RSPAMD_DROP_AT", base.rspamd_drop_at, -1000.0, 1000.0
+        ),
+    )
+    check_thresholds(
+        "SPAM_QUARANTINE_AT and SPAM_DROP_AT",
+        "SPAM_RSPAMD_QUARANTINE_AT and SPAM_RSPAMD_DROP_AT",
+        settings,
+    )
+    return settings
+
+
+def check_thresholds(where: str, rspamd_where: str, settings: SpamSettings) -> None:
+    """Refuse a drop threshold at or under the quarantine threshold."""
+    if settings.drop_at <= settings.quarantine_at:
+        raise ConfigError(
+            f"{where}: drop_at ({settings.drop_at:g}) must be above "
+            f"quarantine_at ({settings.quarantine_at:g})"
+        )
+    if settings.rspamd_drop_at <= settings.rspamd_quarantine_at:
+        raise ConfigError(
+            f"{rspamd_where}: rspamd_drop_at ({settings.rspamd_drop_at:g}) must be "
+            f"above rspamd_quarantine_at ({settings.rspamd_quarantine_at:g})"
+        )
+
+
+def parse_blocked_word(variable: str, value: str) -> str:
+    """Check one blocked word or phrase: 1-100 characters, no control characters."""
+    word = value.strip()
+    if not 1 <= len(word) <= 100 or not word.isprintable():
+        raise ConfigError(
+            f"{variable}: {value!r} must be a word or phrase of 1-100 characters"
+        )
+    return word
+
+
+def parse_email_domain(variable: str, value: str) -> str:
+    """Normalise an email domain to block (`example.com`; subdomains match too)."""
+    domain = value.strip().lower().rstrip(".")
+    if not domain or "@" in domain or "/" in domain or ":" in domain:
+        raise ConfigError(
+            f"{variable}: {value!r} is not a domain like example.com (no @ or URL)"
+        )
+    host = parse_host(variable, domain)
+    if "." not in host:
+        raise ConfigError(f"{variable}: {value!r} is not a domain like example.com")
+    return host
+
+
+def parse_network(
+    variable: str, value: str
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse an IP address or CIDR block (`203.0.113.7`, `198.51.100.0/24`)."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{variable}: {value!r} is not an IP address or network "
+            f"(host bits must be zero, e.g. 198.51.100.0/24): {exc}"
+        ) from None
+
+
+def _rspamd_url(env: _Env) -> str | None:
+    """Read RSPAMD_URL: an http(s) URL of rspamd's normal worker, no query."""
+    raw = env.text("RSPAMD_URL")
+    if raw is None:
+        return None
+    parts = urllib.parse.urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+        or port == -1
+        or any(ch.isspace() for ch in raw)
+    ):
+        raise ConfigError(
+            "RSPAMD_URL must be an http(s) URL like http://127.0.0.1:11333 "
+            f"(no query, fragment or credentials), got {raw!r}"
+        )
+    return raw.rstrip("/")
+
+
+def parse_size(variable: str, value: str) -> int:
+    """Parse a size such as '10MB' or '512kB' (binary units) into bytes."""
+    match = SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{variable} must be a size with a unit, like '10MB' or '512kB', "
+            f"got {value!r}"
+        )
+    unit = match.group(2).lower().replace("i", "")
+    size = int(match.group(1)) * SIZE_UNITS[unit]
+    if not 1 <= size <= MAX_ATTACHMENT_SIZE:
+        raise ConfigError(f"{variable} must be between 1kB and 100MB, got {value!r}")
+    return size
+
+
+def parse_media_types(variable: str, values: list[str]) -> tuple[str, ...]:
+    """Check a list of media types ('image/png') or families ('image/*')."""
+    if not values:
+        raise ConfigError(f"{variable} must name at least one type")
+    checked = []
+    for value in values:
+        lowered = value.strip().lower()
+        match = _MEDIA_TYPE_RE.match(lowered)
+        if match is None or match.group(1) not in MEDIA_TOP:
+            raise ConfigError(
+                f"{variable}: {value!r} is not a media type such as "
+                "'application/pdf' or a family such as 'image/*'"
+            )
+        checked.append(lowered)
+    return tuple(dict.fromkeys(checked))
+
+
+def _attachments(env: _Env) -> dict[str, Any]:
+    # The default form takes files only when ATTACHMENTS_MAX_FILES is set.
+    files = env.integer("ATTACHMENTS_MAX_FILES", 0, 0, MAX_ATTACHMENT_FILES)
+    size = env.text("ATTACHMENTS_MAX_FILE_SIZE") or "10MB"
+    total = env.text("ATTACHMENTS_MAX_TOTAL_SIZE") or "20MB"
+    types = env.items("ATTACHMENTS_TYPES") or list(DEFAULT_ATTACHMENT_TYPES)
+    public = env.text("PUBLIC_URL")
+    per_file = parse_size("ATTACHMENTS_MAX_FILE_SIZE", size)
+    together = parse_size("ATTACHMENTS_MAX_TOTAL_SIZE", total)
+    if together < per_file:
+        raise ConfigError(
+            "ATTACHMENTS_MAX_TOTAL_SIZE must not be smaller than "
+            "ATTACHMENTS_MAX_FILE_SIZE"
+        )
+    return {
+        "ATTACHMENTS_MAX_FILES": files,
+        "ATTACHMENTS_MAX_FILE_SIZE": per_file,
+        "ATTACHMENTS_MAX_TOTAL_SIZE": together,
+        "ATTACHMENTS_TYPES": parse_media_types("ATTACHMENTS_TYPES", types),
+        # 0: only the relay's advertised SIZE bounds a message with files.
+        "MAIL_MAX_SIZE": env.integer("MAIL_MAX_SIZE", 0, 0, 2**31),
+        # Where owners reach this Formpost: for links in emails (files).
+        "PUBLIC_URL": parse_origin("PUBLIC_URL", public) if public else None,
+        **_clamd(env),
+    }
+
+
+def _clamd(env: _Env) -> dict[str, Any]:
+    # Files are scanned only when one of these is set.
+    path, host = env.text("CLAMD_SOCKET"), env.text("CLAMD_HOST")
+    if path and host:
+        raise ConfigError("set CLAMD_SOCKET or CLAMD_HOST, not both")
+    if path and not os.path.isabs(path):
+        raise ConfigError(f"CLAMD_SOCKET must be an absolute path, got {path!r}")
+    if host:
+        host = parse_host("CLAMD_HOST", host)
+    return {
+        "CLAMD_SOCKET": path,
+        "CLAMD_HOST": host,
+        "CLAMD_PORT": env.integer("CLAMD_PORT", 3310, 1, 65535),
+        "CLAMD_TIMEOUT": env.number("CLAMD_TIMEOUT", 30.0, 0.1, 600.0),
+    }
 
 
 def _checked_address(variable: str, addr: str) -> str:

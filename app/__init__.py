@@ -47,11 +47,13 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         metrics,
         security,
     )
+    from .clamd import ClamdSettings
     from .clock import SystemClock
     from .errors import StorageError
     from .formdefs import load_forms
     from .ledger import Ledger, default_url, make_engine, migrate
     from .ledger.owners import OwnerStore
+    from .notifier import NotifySettings
     from .outbox import OutboxSettings
     from .owners import Owners
     from .services import EXTENSION, Services, make_transport
@@ -103,6 +105,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
+    # Before the CSRF check reads the body: the hosted form's files need room.
+    app.before_request(hosted.allow_files)
     csrf = CSRFProtect(app)
     # Forms on other sites cannot carry our token; the Origin check and the
     # form's allow-lists protect that endpoint instead.
@@ -131,7 +135,10 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         recipient_daily_quota=app.config["RECIPIENT_DAILY_QUOTA"],
         backlog_limit=app.config["BACKLOG_LIMIT"],
         dedupe_window=app.config["DEDUPE_WINDOW"],
+        spam_defaults=app.config["SPAM_DEFAULTS"],
         owners=Owners(OwnerStore(engine, clock)),
+        notify=NotifySettings.from_config(app.config),
+        clamd=ClamdSettings.from_config(app.config),
     )
 
     app.register_blueprint(hosted.bp)

@@ -1,10 +1,13 @@
 """The one accept path. Every way in ends here: parse, accept, respond.
 
 The hosted form, `/f/<form>` and the doctor's send test each parse their
-input into a `Post`, then call `accept()`, which composes the message,
-checks the limits, stores it durably and counts and logs it; or `decoy()`,
-for a post that is answered like success and never stored (the honeypot).
-A new gate (a spam verdict, attachments, more channels) is added here, once.
+input into a `Post`, then call `accept()`, which composes the message, runs
+the spam gate (app/spam/gate.py), checks the limits, stores it durably with
+its verdict and counts and logs it. Every verdict stores one row (pending,
+`spam` or `dropped`), so the visitor's answer and its timing
+are the same for all three. `decoy()` is left for a post that cannot even
+be composed (the hosted form's honeypot filled on an invalid form).
+A new gate (attachments, more channels) is added here, once.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from flask import g, has_request_context
 from flask_babel import force_locale, gettext
 
 from . import metrics
+from .clamd import scan_files
 from .compose import MailText, Submission, compose, new_message_id
 from .languages import DEFAULT_LOCALE, html_tag
-from .ledger import Content, Limits, new_receipt
-from .message import normalize_newlines
+from .ledger import Channel, Content, Limits, new_receipt
+from .message import Envelope, normalize_newlines
 from .services import Services
+from .spam import ACCEPT, SpamContext, Verdict, decide
+from .spam.gate import body_digest, evaluate
+from .uploads import Upload
 
 log = logging.getLogger("formpost.accept")
 
@@ -53,6 +60,37 @@ class Post:
     limits: Limits | None = None
     origin: str | None = None
     user_agent: str | None = None
+    # What the spam gate sees beyond the fields above: everything posted
+    # (steering fields and tokens included), whether the honeypot was
+    # filled, and the hosted form's fill time. `scored` False: no visitor
+    # sent it (the doctor's test), so no gate runs.
+    pairs: tuple[tuple[str, str], ...] = ()
+    honeypot_filled: bool = False
+    fill_seconds: float | None = None
+    scored: bool = True
+
+    def spam_context(self, message_bytes: bytes = b"") -> SpamContext:
+        """Return what the spam layers see of this post."""
+        return SpamContext(
+            form_id=self.form_id,
+            pairs=self.pairs or self.content().fields,
+            subject=self.subject,
+            name=self.name,
+            email=self.email,
+            message=self.message,
+            client_ip=self.client_ip,
+            origin=self.origin,
+            user_agent=self.user_agent,
+            honeypot_filled=self.honeypot_filled,
+            fill_seconds=self.fill_seconds,
+            message_bytes=message_bytes,
+        )
+
+    # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
+    # by the caller from the form's configuration (Services.channels).
+    channels: tuple[Channel, ...] = ()
+    # Received files, in temporary files the caller closes after accept().
+    files: tuple[Upload, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
@@ -103,22 +141,18 @@ def content_fingerprint(post: Post) -> str | None:
         _norm(post.message),
         sorted((name, _norm(value)) for name, value in post.fields),
     ]
+    if post.files:
+        # The same text with other files is another submission.
+        content.append(sorted(upload.sha256 for upload in post.files))
     encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def accept(services: Services, post: Post) -> str:
-    """Compose, check the limits and commit the post; return its receipt.
-
-    A repeat (the same form token or Idempotency-Key, or the same content
-    from the same client within DEDUPE_WINDOW) gets the first post's
-    receipt and stores nothing. Only a committed post gets a receipt. Raise
-    LimitExceeded when a limit refuses it and StorageError when nothing
-    could be stored; handlers.py turns both into answers.
-    """
+def compose_post(services: Services, post: Post) -> Envelope:
+    """Compose the message the post would be delivered as."""
     recipients = services.recipients
     mail_from = services.mail_from
-    message = compose(
+    return compose(
         Submission(
             recipient=recipients[post.recipient].address,
             subject=post.subject,
@@ -133,6 +167,22 @@ def accept(services: Services, post: Post) -> str:
         date=datetime.now(UTC),
         words=mail_text(post.language),
     )
+
+
+def accept(services: Services, post: Post) -> str:
+    """Compose, judge, check the limits and commit the post; return its receipt.
+
+    The spam verdict picks the stored state (pending, spam, dropped); the
+    limits and dedupe apply to all three alike, in the storing
+    transaction. A repeat (the same form token or Idempotency-Key, or the
+    same content from the same client within DEDUPE_WINDOW) gets the first
+    post's receipt and stores nothing. Only a committed post gets a
+    receipt. Raise LimitExceeded when a limit refuses it and StorageError
+    when nothing could be stored; handlers.py turns both into answers.
+    """
+    message = compose_post(services, post)
+    verdict = judge(services, post, message.data)
+    digest = body_digest(post.message) if post.message.strip() else None
     receipt = services.ledger.enqueue(
         message,
         form_id=post.form_id,
@@ -145,13 +195,32 @@ def accept(services: Services, post: Post) -> str:
         if post.limits is not None and post.limits.dedupe_window
         else None,
         content=post.content(),
+        verdict=verdict.name,
+        verdict_json=verdict.to_json() if post.scored else None,
+        body_digest=digest,
+        channels=post.channels,
+        files=post.files,
     )
-    metrics.submission(post.form_id, "accepted")
+    metrics.submission(post.form_id, OUTCOMES[verdict.name])
+    if post.scored:
+        metrics.verdict(
+            post.form_id, verdict.name, [(r.layer, r.rule) for r in verdict.reasons]
+        )
+    codes = ",".join(verdict.codes) or None
     if has_request_context():
-        # The request's one log line (logs.py) carries the receipt.
+        # The request's one log line (logs.py) carries the receipt, the
+        # verdict and its reason codes; never what the visitor wrote.
         g.receipt = receipt
+        g.verdict = verdict.name
+        g.reasons = codes
     else:
-        log.info("stored receipt=%s form=%s", receipt, post.form_id)
+        log.info(
+            "stored receipt=%s form=%s verdict=%s reasons=%s",
+            receipt,
+            post.form_id,
+            verdict.name,
+            codes or "",
+        )
     return receipt
 
 
@@ -165,6 +234,26 @@ def mail_text(locale: str) -> MailText:
             # TRANSLATORS: first line of the email's text part.
             sent_by_text=gettext("From: {sender}"),
         )
+
+
+# The submissions counter's outcome per verdict (metrics.py).
+OUTCOMES = {"accept": "accepted", "quarantine": "quarantined", "drop": "dropped"}
+
+
+def judge(services: Services, post: Post, message_bytes: bytes = b"") -> Verdict:
+    """Run the form's spam layers over the post (none for the doctor's test)."""
+    if not post.scored:
+        return ACCEPT
+    settings = services.spam_settings(post.form_id)
+    verdict = evaluate(post.spam_context(message_bytes), settings, services)
+    if not post.files or services.clamd is None or verdict.name == "drop":
+        return verdict
+    # Files are scanned last: a virus quarantines the post with the
+    # signature as its reason; an outage follows the form's `fail`.
+    found = scan_files(services.clamd, post.files, settings.fail)
+    if not found:
+        return verdict
+    return decide((*verdict.reasons, *found), settings.quarantine_at, settings.drop_at)
 
 
 def decoy(form_id: str, reason: str) -> str:

@@ -20,6 +20,7 @@ from .forms import ContactForm
 from .origin import request_origin
 from .postbody import too_large_message
 from .services import services
+from .uploads import AttachmentSettings
 
 HTTP_MESSAGES = {
     400: _l("The request could not be understood."),
@@ -76,9 +77,16 @@ def render_form(
             form=form,
             notice=notice,
             development=current_app.config["DEVELOPMENT"],
+            attachments=_hosted_attachments(),
         ),
         status,
     )
+
+
+def _hosted_attachments() -> AttachmentSettings | None:
+    # The hosted form takes files as the default form does (ATTACHMENTS_*).
+    default = services().forms.get("default")
+    return default.attachments if default is not None else None
 
 
 # For errors that carry no code of their own (Rejected.codes).
@@ -96,17 +104,22 @@ STATUS_CODES = {
 
 
 def refusal_json(
-    status: int, errors: dict[str, str], codes: dict[str, str] | None = None
+    status: int,
+    errors: dict[str, str],
+    codes: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """Build the JSON for a refusal, readable by the services' own snippets.
 
     `errors` is a list of {field, code, message} (Formspree's snippet shows
     `errors.map(e => e.message)`); `message` is the whole answer in words
     (Web3Forms' and FormSubmit's snippets show it); `fields` maps each field
-    to its message. `field` is null for the post as a whole. The messages
-    are in the request's language; the codes are English, for programs.
+    to its message. `field` is null for the post as a whole; an error about
+    one attached file names it in `file`. The messages are in the request's
+    language; the codes are English, for programs.
     """
     codes = codes or {}
+    files = files or {}
     errors = {name: str(text) for name, text in errors.items()}
     fallback = STATUS_CODES.get(status, "ERROR")
     listed = [
@@ -114,6 +127,7 @@ def refusal_json(
             "field": None if name == "_form" else name,
             "code": codes.get(name, fallback),
             "message": text,
+            **({"file": files[name]} if name in files else {}),
         }
         for name, text in errors.items()
     ]
@@ -131,11 +145,12 @@ def refusal(
     errors: dict[str, str],
     retry_after: int | None = None,
     codes: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
     """Answer a refused cross-site post: JSON, or a page with a link back."""
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if wants_json():
-        return jsonify(refusal_json(status, errors, codes)), status, headers
+        return jsonify(refusal_json(status, errors, codes, files)), status, headers
     body = render_template(
         "error.html",
         code=status,

@@ -16,13 +16,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from .ledger import STATES, BadCursor, Detail
 from .ledger.content import load_fields
+from .ledger.release import HELD
 from .services import services
+from .spam import Verdict
 from .tokens import token_store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -65,6 +67,7 @@ def _authenticate() -> None:
         raise ApiError(401, "invalid_token", "the token is unknown or revoked")
     if request.method not in READ_METHODS and not record.can_write:
         raise ApiError(403, "insufficient_scope", "this token is read-only")
+    g.api_token_name = record.name  # who released a submission, in its timeline
 
 
 @bp.after_request
@@ -92,6 +95,8 @@ def list_submissions() -> ResponseReturnValue:
             until=_time("until"),
             cursor=_arg("cursor"),
             limit=_limit(),
+            # As in the console's inbox: spam and dropped posts only when asked.
+            hide=() if state else HELD,
         )
     except BadCursor:
         raise ApiError(
@@ -104,24 +109,51 @@ def list_submissions() -> ResponseReturnValue:
 
 @bp.get("/submissions/<receipt>")
 def get_submission(receipt: str) -> ResponseReturnValue:
-    """One submission, with its delivery timeline."""
+    """One submission, with its delivery timeline and its other channels."""
     return jsonify(detail_json(_detail(receipt)))
 
 
 @bp.post("/submissions/<receipt>/retry")
 def retry_submission(receipt: str) -> ResponseReturnValue:
-    """Make a pending or failed submission due now: 202; 409 if sending or done."""
+    """Make a pending or failed submission due now: 202; 409 if sending or done.
+
+    Its failed, disabled or pending deliveries on other channels (webhooks,
+    Apprise, autoresponse) are made due now too; 202 if anything was.
+    """
     ledger = services().ledger
     found = _detail(receipt)
-    if found.row.state not in ("pending", "failed") or not ledger.retry_now([receipt]):
+    email = found.row.state in ("pending", "failed") and ledger.retry_now([receipt])
+    others = ledger.retry_deliveries(receipts=[receipt])
+    if not email and not others:
         # Read again: a worker may have claimed or settled it meanwhile.
         state = _detail(receipt).row.state
         raise ApiError(
             409,
             "conflict",
-            f"the submission is {state}: only pending or failed ones can be retried",
+            f"the submission is {state}: only pending or failed ones (or failed "
+            "deliveries) can be retried",
         )
     return jsonify(detail_json(_detail(receipt))), 202
+
+
+@bp.post("/submissions/<receipt>/release")
+def release_submission(receipt: str) -> ResponseReturnValue:
+    """Deliver a spam or dropped submission after all: 202; 409 for any other."""
+    found = _detail(receipt)
+    if found.row.state not in HELD or not found.raw:
+        raise ApiError(409, "conflict", _not_releasable(found))
+    if not services().release([receipt], by=f"API token {g.api_token_name}"):
+        raise ApiError(409, "conflict", _not_releasable(_detail(receipt)))
+    return jsonify(detail_json(_detail(receipt))), 202
+
+
+def _not_releasable(found: Detail) -> str:
+    if found.row.state in HELD:
+        return "the submission was dropped without its message: nothing to deliver"
+    return (
+        f"the submission is {found.row.state}: "
+        "only spam or dropped ones can be released"
+    )
 
 
 @bp.delete("/submissions/<receipt>")
@@ -158,6 +190,19 @@ def submission_json(row: Any) -> dict[str, Any]:
         "last_reply": row.last_reply,
         "sent_at": rfc3339(row.sent_at),
         "erased_at": rfc3339(row.erased_at),
+        "verdict": verdict_json(row.verdict),
+    }
+
+
+def verdict_json(stored: str | None) -> dict[str, Any] | None:
+    """The spam verdict and each reason, or None for rows stored without one."""
+    verdict = Verdict.from_json(stored)
+    if verdict is None:
+        return None
+    return {
+        "name": verdict.name,
+        "score": verdict.score,
+        "reasons": [reason.as_dict() for reason in verdict.reasons],
     }
 
 
@@ -174,7 +219,29 @@ def detail_json(detail: Detail) -> dict[str, Any]:
         }
         for a in detail.attempts
     ]
+    shown["deliveries"] = [
+        deliveries_json(d) for d in services().ledger.deliveries(detail.row.receipt)
+    ]
     return shown
+
+
+def deliveries_json(row: Any) -> dict[str, Any]:
+    """One delivery beyond the email: channel, state, attempts, last error."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "target": row.label,
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_attempt_at": rfc3339(row.last_attempt_at),
+        "next_attempt_at": rfc3339(row.next_attempt_at)
+        if row.state == "pending"
+        else None,
+        "last_error": row.last_error,
+        "sent_at": rfc3339(row.sent_at),
+        "webhook_id": row.webhook_id if row.kind == "webhook" else None,
+        "disabled_reason": row.disabled_reason,
+    }
 
 
 def rfc3339(epoch: float | None) -> str | None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -320,3 +322,160 @@ def _encoded_words(text: str) -> str:
         "=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?="
         for w in words
     )
+
+
+def compose_autoresponse(
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    mail_from: Address,
+    message_id: str,
+    date: datetime,
+) -> Envelope:
+    """Build the reply to a visitor: the form's fixed subject and body only.
+
+    Nothing the visitor typed goes into it but their checked address (To):
+    so the form cannot be made to mail someone else's words. Marked
+    `Auto-Submitted: auto-replied` (RFC 3834) so that their own responders
+    do not answer it. Raise UnsafeHeaderError for an address or subject that
+    could alter the header block.
+    """
+    address = _header_safe("to", to)
+    if not PLAIN_ADDRESS.fullmatch(address):
+        raise UnsafeHeaderError("to is not a checked address")
+    subject = _header_safe("subject", subject)
+    text = normalize_newlines(body)
+    if not text.endswith("\n"):
+        text += "\n"
+    headers = [
+        ("From", _address(mail_from)),
+        ("To", address),
+        ("Subject", _unstructured("Subject", subject)),
+        ("Date", format_datetime(date)),
+        ("Message-ID", _header_safe("Message-ID", message_id)),
+        ("Auto-Submitted", "auto-replied"),
+        ("MIME-Version", "1.0"),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    data = head.encode("ascii") + _qp_part("plain", text)
+    return Envelope(
+        mail_from=mail_from.addr_spec,
+        recipients=(address,),
+        data=data,
+        message_id=message_id,
+    )
+
+
+# -- attachments ---------------------------------------------------------------
+
+# base64 lines of 76 characters: 57 bytes each.
+_B64_LINE = 57
+_PARAM_SEGMENT = 60
+_TOKEN_SAFE = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]")
+
+
+def attached_size(size: int) -> int:
+    """Bytes a file of `size` takes in a message: base64 lines plus part headers."""
+    lines = -(-size // _B64_LINE)
+    return lines * 78 + 1024
+
+
+def _content_type(media_type: str) -> str:
+    # Stored types come from our detection (uploads.py), but a header is
+    # only ever written from characters that cannot break it.
+    if media_type == "text/plain":
+        # Only valid UTF-8 is taken as text (uploads.py).
+        return 'text/plain; charset="utf-8"'
+    if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", media_type):
+        return media_type
+    return "application/octet-stream"
+
+
+def filename_params(filename: str) -> str:
+    """Return the `filename` parameter: quoted ASCII, or RFC 2231 UTF-8.
+
+    A long name is split into RFC 2231 continuations (filename*0*=...) so
+    every header line stays short; a %-escape is never split.
+    """
+    if (
+        filename.isascii()
+        and len(filename) <= _PARAM_SEGMENT
+        and (not any(c in filename for c in '"\\') and filename.isprintable())
+    ):
+        return f'filename="{filename}"'
+    encoded = [
+        c if _TOKEN_SAFE.fullmatch(c) else "".join(f"%{b:02X}" for b in c.encode())
+        for c in filename
+    ]
+    segments, current = [], "utf-8''"
+    for piece in encoded:
+        if len(current) + len(piece) > _PARAM_SEGMENT:
+            segments.append(current)
+            current = ""
+        current += piece
+    segments.append(current)
+    if len(segments) == 1:
+        return f"filename*={segments[0]}"
+    return ";\r\n ".join(f"filename*{i}*={s}" for i, s in enumerate(segments))
+
+
+def with_attachments(
+    envelope: Envelope,
+    files: Iterable[tuple[str, str, Iterable[bytes]]],
+    notice: str | None = None,
+) -> Envelope:
+    """Wrap a composed message and its files into multipart/mixed.
+
+    `files` are (filename, media type, chunks); each is read once, in
+    turn, and written as base64, so only the message being built is held.
+    The composed body becomes the first part, unchanged; `notice`, if
+    given, follows it as a plain-text part (where the files are instead).
+    """
+    head, _, body = envelope.data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    # The Content-Type header and its continuation lines move into the part.
+    start = next(i for i, line in enumerate(lines) if line.startswith(b"Content-Type:"))
+    end = start + 1
+    while end < len(lines) and lines[end][:1] in (b" ", b"\t"):
+        end += 1
+    inner_type = b"\r\n".join(lines[start:end])
+    boundary = f"==============={secrets.randbelow(10**19):019d}=="
+    outer = f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"'.encode()
+    parts = [
+        b"\r\n".join([*lines[:start], outer, *lines[end:]]),
+        f"\r\n\r\n--{boundary}\r\n".encode(),
+        inner_type,
+        b"\r\n\r\n",
+        body,
+    ]
+    if notice:
+        text = notice if notice.endswith("\n") else notice + "\n"
+        parts += [f"\r\n--{boundary}\r\n".encode(), _qp_part("plain", text)]
+    for filename, media_type, chunks in files:
+        parts.append(
+            (
+                f"\r\n--{boundary}\r\n"
+                f"Content-Type: {_content_type(media_type)}\r\n"
+                "Content-Transfer-Encoding: base64\r\n"
+                f"Content-Disposition: attachment;\r\n {filename_params(filename)}"
+                "\r\n\r\n"
+            ).encode("ascii")
+        )
+        parts.append(_base64_lines(chunks))
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    return dataclasses.replace(envelope, data=b"".join(parts))
+
+
+def _base64_lines(chunks: Iterable[bytes]) -> bytes:
+    out = bytearray()
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        cut = len(data) - len(data) % _B64_LINE
+        for i in range(0, cut, _B64_LINE):
+            out += base64.b64encode(data[i : i + _B64_LINE]) + b"\r\n"
+        rest = data[cut:]
+    if rest:
+        out += base64.b64encode(rest) + b"\r\n"
+    return bytes(out[:-2])

@@ -1,7 +1,8 @@
 """The owner's console under /admin: log in, the inbox, dashboard and forms.
 
-The inbox (search, filters, keyset pages), a submission's page, retry and
-delete (one, or every one matching the filter, behind CSRF and a
+The inbox (search, filters, keyset pages; spam and dropped posts in their
+own view), a submission's page (with the spam verdict's reasons), retry,
+release and delete (one, or every one matching the filter, behind CSRF and a
 confirmation) and the streamed exports (writing in export.py) read and act
 through the ledger; only the count of matches is built here, from the
 ledger's own query (search.matching), as the ledger has no count.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from babel.dates import format_skeleton
 from flask import (
@@ -53,15 +54,18 @@ from wtforms.validators import DataRequired, Length
 from . import dashboard, export, snippets
 from .doctor import Doctor, Report
 from .fieldmap import HONEYPOTS
+from .filelinks import read_token
 from .i18n import number
 from .languages import DEFAULT_LOCALE, LANGUAGES
 from .ledger import STATES, BadCursor, Filters, submissions
 from .ledger.content import read_message
 from .ledger.driver import reading
+from .ledger.release import HELD
 from .ledger.search import matching
 from .origin import client_ip
 from .owners import Owner
 from .services import services
+from .spam import Verdict
 
 # Log-in attempts, as token buckets in the ledger (so they hold across workers
 # and machines): a burst of this many, refilled over this many seconds. Per
@@ -91,6 +95,14 @@ STATE_NAMES = {
     "dropped": _l("dropped"),
     "deleted": _l("deleted"),
     "erased": _l("erased"),
+    # A webhook endpoint that answered 410 Gone (deliveries only).
+    "disabled": _l("disabled"),
+}
+# The other channels' kinds (ledger DELIVERY_KINDS), as the console names them.
+CHANNEL_NAMES = {
+    "webhook": _l("webhook"),
+    "apprise": _l("Apprise"),
+    "autoresponse": _l("autoresponse"),
 }
 # The doctor's results, as the report page marks them.
 CHECK_MARKS = {
@@ -135,6 +147,7 @@ def init_app(app: Flask) -> None:
             "state_name": state_name,
             "language_name": language_name,
             "check_mark": check_mark,
+            "channel_name": channel_name,
         }
 
 
@@ -211,6 +224,12 @@ def state_name(state: str) -> str:
     return state if name is None else str(name)
 
 
+def channel_name(kind: str) -> str:
+    """A delivery's channel kind (webhook, apprise, ...) in the page's language."""
+    name = CHANNEL_NAMES.get(kind)
+    return kind if name is None else str(name)
+
+
 def check_mark(status: str) -> str:
     """A doctor's result (pass, warn, ...) as the report page marks it."""
     mark = CHECK_MARKS.get(status)
@@ -222,6 +241,12 @@ def language_name(locale: str | None) -> str:
     if locale is None:
         return gettext("the visitor's (emails in English)")
     return LANGUAGE_NAMES.get(locale, LANGUAGES.get(locale, locale))
+
+
+@bp.app_template_filter("verdict")
+def verdict_of(stored: str | None) -> Verdict | None:
+    """Read a row's stored spam verdict (None for rows stored without one)."""
+    return Verdict.from_json(stored)
 
 
 def _idle_timeout() -> float:
@@ -355,11 +380,20 @@ def read_filters(args: Any) -> InboxQuery:
     if since is not None and until is not None and since >= until:
         errors.append(gettext("From must be on or before To."))
     query = InboxQuery(
-        q, form, state, start, end, Filters(q or None, form or None, state or None)
+        q,
+        form,
+        state,
+        start,
+        end,
+        Filters(q or None, form or None, state or None, hide=() if state else HELD),
     )
     if errors:
         raise FilterError(" ".join(errors), query)
-    filters = Filters(q or None, form or None, state or None, since, until)
+    # Without a state the inbox shows what reached the owner: spam and
+    # dropped posts have their own view (state=spam, state=dropped), so a
+    # flood of bots never buries a customer's message.
+    hide = () if state else HELD
+    filters = Filters(q or None, form or None, state or None, since, until, hide)
     return InboxQuery(q, form, state, start, end, filters)
 
 
@@ -409,6 +443,7 @@ def inbox() -> ResponseReturnValue:
             until=query.filters.until,
             cursor=cursor,
             limit=PAGE_SIZE,
+            hide=query.filters.hide,
         )
     except BadCursor:
         return _stale_link(), 400
@@ -425,11 +460,15 @@ def inbox() -> ResponseReturnValue:
 
 
 def _inbox_page(query: InboxQuery, **values: Any) -> str:
+    # The spam views' counts: a count per state through the state index, not
+    # the whole table's, so the inbox stays quick under a flood of bots.
     return render_template(
         "console/inbox.html",
         query=query,
         forms=_form_choices(query.form),
         states=STATES,
+        held=HELD,
+        held_counts=services().ledger.count_in(HELD),
         action=ActionForm(),
         **values,
     )
@@ -470,9 +509,63 @@ def submission(receipt: str) -> ResponseReturnValue:
         headers=headers,
         text=text,
         action=ActionForm(),
+        files=services().ledger.files(row.id) if row.file_count else [],
         can_retry=row.state in ("pending", "failed"),
+        can_release=row.state in HELD and bool(detail.raw),
+        tombstone=row.state == "dropped" and not detail.raw,
+        verdict=Verdict.from_json(row.verdict),
+        deliveries=services().ledger.deliveries(row.receipt),
         confirming=request.args.get("confirm") == "delete",
     )
+
+
+@bp.get("/s/<receipt>/files/<int:position>")
+@login_required
+def download(receipt: str, position: int) -> ResponseReturnValue:
+    """Send one attached file as a download: never rendered, never sniffed."""
+    ledger = services().ledger
+    row = ledger.row(receipt) if len(receipt) <= 16 else None
+    if row is None or not row.file_count:
+        abort(404)
+    found = [f for f in ledger.files(row.id) if f.position == position]
+    if not found:
+        abort(404)
+    (stored,) = found
+    response = Response(
+        stream_with_context(ledger.file_bytes(stored.id)),
+        mimetype="application/octet-stream",
+    )
+    # RFC 6266: an ASCII fallback name and the real one as RFC 5987 UTF-8.
+    response.headers["Content-Disposition"] = content_disposition(stored.filename)
+    response.headers["Content-Length"] = str(stored.size)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.get("/files/<token>")
+@login_required
+def files_link(token: str) -> ResponseReturnValue:
+    """Open a submission from the signed link in an email too large for its files."""
+    receipt = read_token(current_app.config["SECRET_KEY"], token)
+    if receipt is None:
+        return render_template(
+            "console/message.html",
+            title=gettext("This link has expired"),
+            message=gettext(
+                "The link to these files is out of date or not one Formpost "
+                "made. Find the submission in the inbox by its receipt."
+            ),
+        ), 404
+    return redirect(url_for("console.submission", receipt=receipt))
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII filename and RFC 5987 filename* (RFC 6266)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+        for c in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def _message_parts(raw: bytes) -> tuple[list[tuple[str, str]], str | None]:
@@ -510,6 +603,47 @@ def retry_one(receipt: str) -> ResponseReturnValue:
     return redirect(url_for(".submission", receipt=receipt))
 
 
+@bp.post("/s/<receipt>/release")
+@login_required
+def release_one(receipt: str) -> ResponseReturnValue:
+    """Deliver a spam or dropped submission after all: it joins the queue now."""
+    _confirmed_action()
+    done = services().release([receipt], by=current_user.email)
+    _log_action("released", done)
+    flash(
+        ngettext(
+            "%(count)s submission released: it is queued for delivery",
+            "%(count)s submissions released: they are queued for delivery",
+            done,
+            count=number(done),
+        )
+        if done
+        else gettext(
+            "Nothing to release: only spam or dropped submissions that kept "
+            "their message can be released."
+        )
+    )
+    return redirect(url_for(".submission", receipt=receipt))
+
+
+@bp.post("/s/<receipt>/deliveries/<int:delivery>/retry")
+@login_required
+def retry_delivery(receipt: str, delivery: int) -> ResponseReturnValue:
+    """Make one failed, disabled or pending delivery due now.
+
+    A webhook endpoint disabled by a 410 is enabled again.
+    """
+    _confirmed_action()
+    ledger = services().ledger
+    mine = {d.id for d in ledger.deliveries(receipt)} if len(receipt) <= 16 else set()
+    done = ledger.retry_deliveries(delivery_ids=[delivery]) if delivery in mine else 0
+    log.info("%s retried delivery %d of %s", current_user.email, delivery, receipt)
+    flash(
+        gettext("Delivery queued to retry.") if done else gettext("Nothing to retry.")
+    )
+    return redirect(url_for(".submission", receipt=receipt))
+
+
 @bp.post("/s/<receipt>/delete")
 @login_required
 def delete_one(receipt: str) -> ResponseReturnValue:
@@ -526,8 +660,8 @@ def delete_one(receipt: str) -> ResponseReturnValue:
 @bp.route("/bulk/<action>", methods=["GET", "POST"])
 @login_required
 def bulk(action: str) -> ResponseReturnValue:
-    """Confirm, then retry or delete every submission matching the filter."""
-    if action not in ("retry", "delete"):
+    """Confirm, then retry, release or delete every submission matching the filter."""
+    if action not in ("retry", "release", "delete"):
         abort(404)
     source = request.args if request.method == "GET" else request.form
     try:
@@ -551,6 +685,9 @@ def bulk(action: str) -> ResponseReturnValue:
     if action == "retry":
         done = ledger.retry_matching(query.filters)
         flash(_retried(done))
+    elif action == "release":
+        done = services().release_matching(query.filters, by=current_user.email)
+        flash(_released(done))
     else:
         done = ledger.erase_matching(query.filters)
         flash(_deleted(done))
@@ -562,6 +699,15 @@ def _retried(count: int) -> str:
     return ngettext(
         "%(count)s submission queued to retry",
         "%(count)s submissions queued to retry",
+        count,
+        count=number(count),
+    )
+
+
+def _released(count: int) -> str:
+    return ngettext(
+        "%(count)s submission released: queued for delivery",
+        "%(count)s submissions released: queued for delivery",
         count,
         count=number(count),
     )

@@ -17,17 +17,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
 
 from .accept import Post, accept
 from .cli import Seconds
-from .errors import StorageError
+from .errors import DeliveryError, StorageError
 from .ledger import SCHEMA_VERSION, current_version
+from .notify import webhook_label
 from .services import EXTENSION, Services
 from .signing import SigningError, check_key
 from .smtp import SMTPSettings
+from .webhooks import RefusedAddress, resolve_checked
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 
@@ -115,7 +118,59 @@ class Doctor:
                 "set SMTP_HOST and friends (see docs/deploy.md) to send real mail",
             )
         self.check_dns()
+        self.check_notifications()
         return self.report
+
+    # -- webhooks, Apprise, autoresponses ------------------------------------
+
+    def check_notifications(self) -> None:
+        """Check each webhook's address, and count deliveries that need an owner.
+
+        Silent for a setup with email only.
+        """
+        urls = sorted(
+            {
+                w.url
+                for form in self.services.forms.values()
+                for w in form.notify.webhooks
+            }
+        )
+        allow = self.services.notify.allow_private
+        for url in urls:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            label = webhook_label(url)
+            try:
+                resolve_checked(parts.hostname or "", port, allow)
+            except RefusedAddress as exc:
+                self.report.add(
+                    FAIL,
+                    "webhook",
+                    f"{label}: {exc.reply}",
+                    "point the webhook at a public address, or set "
+                    "WEBHOOK_ALLOW_PRIVATE=true for a receiver on your network",
+                )
+                continue
+            except DeliveryError as exc:
+                self.report.add(
+                    WARN, "webhook", f"{label}: {exc.reply}", "check the URL's host"
+                )
+                continue
+            self.report.add(PASS, "webhook", f"{label}: resolves to allowed addresses")
+        try:
+            counts = self.services.ledger.delivery_counts()
+        except StorageError:
+            return  # the database check has said so
+        stuck = {state: counts[state] for state in ("failed", "disabled")}
+        if any(stuck.values()):
+            self.report.add(
+                WARN,
+                "notifications",
+                f"{stuck['failed']} failed, {stuck['disabled']} disabled "
+                "(webhook endpoints that answered 410)",
+                "see each submission's Other channels in the console, or "
+                "`flask --app wsgi outbox deliveries ID`; retry once fixed",
+            )
 
     # -- DKIM key ------------------------------------------------------------
 
@@ -578,6 +633,7 @@ class Doctor:
                 recipient=alias,
                 subject=subject,
                 message="This is a test message sent by `flask --app wsgi doctor`.",
+                scored=False,  # the operator's own test: no spam gate
             ),
         )
         deadline = time.monotonic() + max(wait, 0.0)

@@ -3,11 +3,14 @@
 No CSRF token here (the page is not ours); instead the Origin (or Referer)
 must be one of the form's allowed origins. Accepted posts go through the same
 accept path as the hosted form (accept.py); the workers deliver them.
+`GET /f/<form>/challenge` hands those pages a proof-of-work challenge
+(app/spam/altcha.py), readable by the same origins.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from flask import (
@@ -24,16 +27,18 @@ from flask.typing import ResponseReturnValue
 from flask_babel import force_locale, gettext
 from flask_babel import lazy_gettext as _l
 
-from .accept import Post, accept, decoy
+from .accept import Post, accept
 from .answers import wants_json
 from .errors import Rejected
 from .fieldmap import collect, interpret
 from .formdefs import FormDef
 from .i18n import lang_arg, mail_locale
 from .origin import client_ip, origin_allowed, request_origin
-from .postbody import read_pairs
+from .postbody import read_post
 from .redirects import safe_next
 from .services import services
+from .spam import altcha
+from .uploads import Uploads
 
 bp = Blueprint("endpoint", __name__, url_prefix="/f")
 log = logging.getLogger("formpost.endpoint")
@@ -53,10 +58,12 @@ def _form_or_404(form_id: str) -> FormDef:
     return form
 
 
-def _fields() -> list[tuple[str, str]]:
-    """Read the post as (name, value) pairs in submitted order."""
+def _fields(form: FormDef) -> tuple[list[tuple[str, str]], Uploads]:
+    """Read the post as (name, value) pairs in submitted order, and its files."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return collect(read_pairs(request, limit))
+    spool = os.path.join(current_app.instance_path, "uploads")
+    pairs, uploads = read_post(request, limit, form.attachments, spool)
+    return collect(pairs), uploads
 
 
 def _dedupe_key(form: FormDef) -> str | None:
@@ -79,7 +86,21 @@ def submit(form_id: str) -> ResponseReturnValue:
         log.info("form %s: refused post from origin %s", form.id, origin)
         raise Rejected(403, {"origin": gettext("This site may not post to this form.")})
     dedupe_key = _dedupe_key(form)  # a malformed key: 400 before any work
-    pairs = _fields()
+    pairs, uploads = _fields(form)
+    try:
+        return _submit(form, origin, dedupe_key, pairs, uploads)
+    finally:
+        # Stored in the submission's transaction, or refused: gone either way.
+        uploads.close()
+
+
+def _submit(
+    form: FormDef,
+    origin: str | None,
+    dedupe_key: str | None,
+    pairs: list[tuple[str, str]],
+    uploads: Uploads,
+) -> ResponseReturnValue:
     found = interpret(pairs, form, services().recipients)
     if found.ignored_cc:
         log.warning(
@@ -87,10 +108,8 @@ def submit(form_id: str) -> ResponseReturnValue:
             form.id,
             len(found.ignored_cc),
         )
-    if found.honeypot:
-        # Answer exactly as for a real post, so a bot learns nothing.
-        return _accepted(form, decoy(form.id, "honeypot"), found.redirect, origin)
-
+    # A filled honeypot goes through accept() too: the spam gate stores it
+    # as `dropped`, and the answer (and its timing) is a real post's.
     svc = services()
     language = mail_locale(form.language)
     with force_locale(language):
@@ -113,6 +132,10 @@ def submit(form_id: str) -> ResponseReturnValue:
             limits=svc.limits(form.rate_limit),
             origin=origin,
             user_agent=request.headers.get("User-Agent"),
+            pairs=tuple(pairs),
+            honeypot_filled=found.honeypot,
+            channels=tuple(svc.channels(form.id, found.reply_to)),
+            files=tuple(uploads.files),
         ),
     )
     return _accepted(form, receipt, found.redirect, origin)
@@ -161,6 +184,34 @@ def preflight(form_id: str) -> ResponseReturnValue:
         "Content-Type, Accept, Idempotency-Key"
     )
     response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+@bp.get("/<form_id>/challenge")
+def challenge(form_id: str) -> ResponseReturnValue:
+    """Answer a fresh proof-of-work challenge for the form, as JSON.
+
+    Readable by the form's allowed origins (`cors` below), like its POST.
+    Not counted toward the form's rate limit and not stored: a challenge
+    costs one SHA-256 and one HMAC, and is worth nothing until solved,
+    which costs the asker the work. An unknown form is a 404 (not counted
+    as a refused post in /metrics).
+    """
+    if services().forms.get(form_id) is None:
+        response = jsonify(error="There is no form with this address.")
+        response.status_code = 404
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return challenge_response(form_id)
+
+
+def challenge_response(form_id: str) -> Response:
+    """A fresh challenge for `form_id`, never cached (also the hosted form's)."""
+    made = altcha.new_challenge(
+        current_app.config["SECRET_KEY"], form_id, services().clock.now()
+    )
+    response = jsonify(made)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -76,9 +76,12 @@ class Rejected(Exception):
         errors: dict[str, str],
         retry_after: int | None = None,
         codes: dict[str, str] | None = None,
+        files: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status}: {errors}")
         self.status = status
         self.errors = errors
         self.retry_after = retry_after
         self.codes = codes or {}
+        # The (cleaned) name of the file an error is about, by error key.
+        self.files = files or {}

@@ -13,6 +13,7 @@ no I/O.
 | honeypot           | _gotcha, _honey, botcheck, honeypot, the form's own     |
 | main text          | content, message, body                                  |
 | ignored (IGNORED)  | access_key, from_name, _template, _captcha, ...         |
+| proof of work      | altcha (checked by spam/altcha.py, never in the email)  |
 
 Steering fields never go into the email body; `email`, `name`, the main text
 and a `title` that did not become the subject are the visitor's words and do.
@@ -20,7 +21,7 @@ and a `title` that did not become the subject are the visitor's words and do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError
@@ -60,11 +61,14 @@ IGNORED = {
 }
 # Tokens the captcha widgets add (checked by app/spam/captcha.py).
 CAPTCHA_TOKENS = ("cf-turnstile-response", "h-captcha-response", "g-recaptcha-response")
+# The proof of work the widget adds (checked by app/spam/altcha.py).
+PROOF_OF_WORK = ("altcha",)
 # Not shown in the email: they steer Formpost, they are not the visitor's words.
 _STEERING = (
     set(REDIRECT + RECIPIENT + CC + HONEYPOTS + ("_subject", "subject", "replyto"))
     | set(IGNORED)
     | set(CAPTCHA_TOKENS)
+    | set(PROOF_OF_WORK)
 )
 
 # Written for people; the hosted form says the same (forms.py). Lazy: each
@@ -106,6 +110,44 @@ def collect(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             values[name] = []
         values[name].append(value)
     return [(name, ", ".join(values[name])) for name in order]
+
+
+def _lenient(
+    pairs: list[tuple[str, str]],
+    form: FormDef,
+    first: Callable[[tuple[str, ...]], tuple[str, str]],
+    honeypot_names: set[str],
+) -> Interpreted:
+    # A honeypot post, read without refusing anything: header-bound values
+    # that would be refused are left out rather than answered with an error.
+    subject_key, subject = first(SUBJECT)
+    name = first(NAME)[1]
+    reply_to = first(REPLY_TO)[1]
+    if header_text_problem(subject) or len(subject) > MAX_SUBJECT:
+        subject = ""
+    if header_text_problem(name) or len(name) > MAX_NAME:
+        name = ""
+    try:
+        reply_to = reply_address(reply_to) if reply_to else ""
+    except EmailNotValidError:
+        reply_to = ""
+    if header_text_problem(reply_to):
+        reply_to = ""
+    hidden = _STEERING | honeypot_names | {subject_key}
+    return Interpreted(
+        recipient=form.recipients[0],
+        fields=[
+            (n, v)
+            for n, v in pairs
+            if not n.startswith("_") and n.lower() not in hidden
+        ],
+        subject=subject,
+        reply_to=reply_to,
+        name=name,
+        message=first(MESSAGE)[1],
+        redirect=first(REDIRECT)[1],
+        honeypot=True,
+    )
 
 
 def interpret(
@@ -163,13 +205,11 @@ def interpret(
 
     honeypot_names = set(HONEYPOTS) | {form.honeypot.lower()}
     if any(lowered.get(n, "").strip() for n in honeypot_names):
-        # A bot: answered exactly like success by the caller, nothing stored.
-        return Interpreted(
-            recipient=form.recipients[0],
-            fields=[],
-            redirect=first(REDIRECT)[1],
-            honeypot=True,
-        )
+        # Most likely a bot: the spam gate drops it and it is answered
+        # exactly like success, so nothing here may refuse it. What is
+        # usable is kept, for an owner to release a false drop (a browser's
+        # autofill can fill a hidden field).
+        return _lenient(pairs, form, first, honeypot_names)
 
     # Header-bound fields with control characters are malformed (400); a
     # well-formed but unusable address is unprocessable (422).

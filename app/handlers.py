@@ -142,7 +142,7 @@ def init_app(app: Flask) -> None:
     def _rejected(exc: Rejected) -> ResponseReturnValue:
         log.info("rejected %s %s: %s", request.method, request.path, exc.status)
         _count(REJECTION_REASONS.get(exc.status, "invalid"))
-        return refusal(exc.status, exc.errors, exc.retry_after, exc.codes)
+        return refusal(exc.status, exc.errors, exc.retry_after, exc.codes, exc.files)
 
     @app.errorhandler(LimitExceeded)
     def _limited(exc: LimitExceeded) -> ResponseReturnValue:

@@ -22,6 +22,8 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 FIELDS = (
     "request_id",
     "receipt",
+    "verdict",
+    "reasons",
     "message_id",
     "form",
     "method",
@@ -172,6 +174,9 @@ def init_app(app: Flask) -> None:
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "receipt": g.get("receipt"),
+                    # The spam verdict and its reason codes, never content.
+                    "verdict": g.get("verdict"),
+                    "reasons": g.get("reasons"),
                     "form": (request.view_args or {}).get("form_id"),
                 },
             )

@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .clock import Clock
+from .compose import attached_size, with_attachments
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -28,8 +29,13 @@ from .errors import (
     StorageError,
     TransientError,
 )
+from .filelinks import LINK_DAYS, make_token
 from .ledger import Claimed, Ledger, Outcome
+from .message import Envelope
 from .transport import SendResult, Session, Transport
+
+if TYPE_CHECKING:
+    from .notifier import Notifier
 
 log = logging.getLogger("formpost.outbox")
 
@@ -79,6 +85,12 @@ class OutboxSettings:
     batch: int = 20
     attempt_timeout: float = 30.0
     retention_days: int = 0  # 0: keep delivered submissions' content
+    # A message with files larger than this (or the relay's SIZE) carries a
+    # link to them instead; 0: only the relay's SIZE.
+    mail_max_size: int = 0
+    # Where the console is (PUBLIC_URL) and the key that signs file links.
+    public_url: str | None = None
+    secret: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboxSettings:
@@ -92,6 +104,9 @@ class OutboxSettings:
             batch=config["OUTBOX_BATCH"],
             attempt_timeout=config["SMTP_TIMEOUT"],
             retention_days=config["RETENTION_DAYS"],
+            mail_max_size=config.get("MAIL_MAX_SIZE", 0),
+            public_url=config.get("PUBLIC_URL"),
+            secret=config.get("SECRET_KEY"),
         )
 
 
@@ -233,8 +248,11 @@ class Worker:
         settings: OutboxSettings,
         clock: Clock,
         rand: Callable[[], float] = random.random,
+        notifier: Notifier | None = None,
     ) -> None:
         self.ledger = ledger
+        # Webhooks, Apprise and autoresponses: their own loop (notifier.py).
+        self.notifier = notifier
         self.transport = transport
         self.settings = settings
         self.clock = clock
@@ -255,6 +273,13 @@ class Worker:
         log.info(
             "worker %s delivering through %s", self.name, self.transport.describe()
         )
+        notifying = None
+        if self.notifier is not None:
+            # Its own thread: a slow webhook never holds back the email.
+            notifying = threading.Thread(
+                target=self.notifier.run, args=(self.stop,), name="notify", daemon=True
+            )
+            notifying.start()
         while not self.stop.is_set():
             try:
                 worked = self.run_once()
@@ -265,6 +290,8 @@ class Worker:
             if not worked:
                 self.clock.wait(self.settings.poll_interval, self.stop)
         self._close_session()
+        if notifying is not None:
+            notifying.join()
         log.info("worker %s stopped", self.name)
 
     def run_once(self) -> int:
@@ -378,7 +405,8 @@ class Worker:
                 except DeliveryError as exc:
                     raise _RelayUnavailable(exc) from exc
             try:
-                result = session.send(row.envelope, deadline=deadline)
+                envelope = self._with_files(row, session)
+                result = session.send(envelope, deadline=deadline)
             except DeliveryError as exc:
                 if exc.connection_lost:
                     self._close_session()
@@ -389,6 +417,55 @@ class Worker:
                 raise
             self._last_used = time.monotonic()
             return result
+
+    def _with_files(self, row: Claimed, session: Session) -> Envelope:
+        """The row's message with its files, or with a link when too large.
+
+        Files are read from the ledger for this message only, chunk by
+        chunk, when it is sent: a batch never holds more than one message.
+        """
+        if not row.files:
+            return row.envelope
+        stored = self.ledger.files(row.id)
+        limits = [self.settings.mail_max_size, _relay_size(session)]
+        limit = min((n for n in limits if n), default=0)
+        # Room for the DKIM signature and the relay's own Received header.
+        size = len(row.envelope.data) + 4096
+        size += sum(attached_size(f.size) for f in stored)
+        if not limit or size <= limit:
+            return with_attachments(
+                row.envelope,
+                (
+                    (f.filename, f.content_type, self.ledger.file_bytes(f.id))
+                    for f in stored
+                ),
+            )
+        log.info(
+            "receipt=%s: %d file(s) sent as a link (message %d bytes > %d)",
+            row.receipt,
+            len(stored),
+            size,
+            limit,
+        )
+        return with_attachments(row.envelope, [], notice=self._link_notice(row, stored))
+
+    def _link_notice(self, row: Claimed, stored: list[Any]) -> str:
+        names = "\n".join(f"  - {f.filename} ({_size(f.size)})" for f in stored)
+        settings = self.settings
+        if settings.public_url and settings.secret:
+            token = make_token(settings.secret, row.receipt)
+            where = (
+                f"Download them from the console (log in as an owner; the link "
+                f"works for {LINK_DAYS} days):\n"
+                f"{settings.public_url.rstrip('/')}/admin/files/{token}"
+            )
+        else:
+            where = f"Find them in the console under submission {row.receipt}."
+        return (
+            "Files attached to this submission were too large to send by email "
+            "together, so they are not attached:\n"
+            f"{names}\n\n{where}\n"
+        )
 
     def _close_session(self) -> None:
         if self._session is not None:
@@ -469,3 +546,15 @@ class Worker:
             "outcome": outcome,
             "worker": self.name,
         }
+
+
+def _relay_size(session: Session) -> int:
+    """The relay's advertised SIZE (EHLO), 0 when it says none."""
+    size_limit = getattr(session, "size_limit", None)
+    return size_limit() if callable(size_limit) else 0
+
+
+def _size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    return f"{max(1, size // 1024)} kB"

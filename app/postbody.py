@@ -32,6 +32,7 @@ from werkzeug.wsgi import get_input_stream
 
 from .errors import Rejected
 from .i18n import number
+from .uploads import AttachmentSettings, Receiver, Uploads
 
 # Parsing stops here; interpret() then refuses anything over its own limit
 # (50 fields) with a clearer message.
@@ -44,6 +45,16 @@ MAX_DEPTH = 32
 # After a refused file or an oversized body, read on at most this much so
 # that the client, still sending, reads our answer, not a reset connection.
 DRAIN_LIMIT = 4 * 1024 * 1024
+
+
+def parse_body(body: bytes, kind: str) -> list[tuple[str, str]]:
+    """Parse a body kept in a file (`urlencoded` or `json`), as posts are.
+
+    For `explain`: the same strict rules as a live post; Rejected says why.
+    """
+    if kind == "json":
+        return _json_pairs(body)
+    return _urlencoded_pairs(body)
 
 
 def too_large_message(limit: int) -> str:
@@ -73,6 +84,36 @@ def read_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
         },
         codes={"_form": "UNSUPPORTED_CONTENT_TYPE"},
     )
+
+
+def read_post(
+    request: Request,
+    limit: int,
+    attachments: AttachmentSettings | None,
+    spool_dir: str | None = None,
+) -> tuple[list[tuple[str, str]], Uploads]:
+    """Return the posted fields and, for a form that takes them, its files.
+
+    The files are in temporary files the caller must close (Uploads.close)
+    on every path; on a refusal here they are closed already. `limit` is
+    the text's limit; a form with attachments allows its files on top.
+    """
+    if attachments is None or request.mimetype != "multipart/form-data":
+        return read_pairs(request, limit), Uploads()
+    uploads = Uploads()
+    try:
+        pairs = _multipart_pairs(
+            request,
+            attachments.body_limit(limit),
+            attachments,
+            uploads,
+            spool_dir,
+            text_limit=limit,
+        )
+    except BaseException:
+        uploads.close()
+        raise
+    return pairs, uploads
 
 
 def _too_large(limit: int) -> Rejected:
@@ -246,7 +287,14 @@ def _files_refused(name: str) -> Rejected:
     )
 
 
-def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
+def _multipart_pairs(
+    request: Request,
+    limit: int,
+    attachments: AttachmentSettings | None = None,
+    uploads: Uploads | None = None,
+    spool_dir: str | None = None,
+    text_limit: int | None = None,
+) -> list[tuple[str, str]]:
     boundary = request.mimetype_params.get("boundary", "").encode("latin-1")
     if not boundary:
         raise _malformed(
@@ -260,7 +308,8 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
     decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
     pairs: list[tuple[str, str]] = []
     name, value, is_file = "", bytearray(), False
-    size = 0
+    receiver: Receiver | None = None
+    size = text = 0
     try:
         while True:
             event = decoder.next_event()
@@ -272,6 +321,16 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
                     raise _too_large(limit)
                 decoder.receive_data(chunk or None)
             elif isinstance(event, File):
+                if event.filename and attachments is not None and uploads is not None:
+                    # Streamed to a temporary file, limits counted as it comes.
+                    try:
+                        receiver = Receiver(
+                            attachments, event.name, event.filename, uploads, spool_dir
+                        )
+                    except Rejected:
+                        _drain(stream)
+                        raise
+                    continue
                 if event.filename:
                     # Named as soon as its headers arrive, before its data.
                     _drain(stream)
@@ -280,7 +339,22 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
                 name, value, is_file = event.name or "", bytearray(), True
             elif isinstance(event, Field):
                 name, value, is_file = event.name or "", bytearray(), False
+            elif isinstance(event, Data) and receiver is not None:
+                try:
+                    receiver.write(event.data)
+                    if not event.more_data:
+                        done, receiver = receiver, None
+                        done.finish()
+                except Rejected:
+                    _drain(stream)
+                    raise
             elif isinstance(event, Data):
+                # The text alone stays within MAX_CONTENT_LENGTH even where
+                # files allow a larger body: text is held in memory.
+                text += len(event.data)
+                if text_limit is not None and text > text_limit:
+                    _drain(stream)
+                    raise _too_large(text_limit)
                 value += event.data
                 if not event.more_data:
                     if not is_file:
@@ -299,6 +373,10 @@ def _multipart_pairs(request: Request, limit: int) -> list[tuple[str, str]]:
             gettext("The multipart body is malformed or cut short."),
             "MALFORMED_MULTIPART",
         ) from None
+    finally:
+        # A file cut short by a refusal or a broken body.
+        if receiver is not None:
+            receiver.discard()
 
 
 def _drain(stream: IO[bytes]) -> None:

@@ -56,11 +56,16 @@ class _SchemeAwareSessionInterface(SecureCookieSessionInterface):
 
 
 def content_security_policy(frame_ancestors: list[str]) -> str:
-    """Build the CSP: everything from our own origin, no inline script at all."""
+    """Build the CSP: everything from our own origin, no inline script at all.
+
+    `connect-src 'self'` lets the proof-of-work widget fetch its challenge;
+    its Web Worker is a script from 'self' (worker-src falls back to
+    script-src).
+    """
     ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
     return (
         "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
-        "form-action 'self'; base-uri 'none'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; "
         f"frame-ancestors {ancestors}"
     )
 

@@ -9,8 +9,8 @@ worker is built from it in one place, `Services.worker()`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from typing import Any
 
@@ -18,14 +18,19 @@ from flask import current_app
 
 from config import Recipient
 
+from .clamd import ClamdSettings
 from .clock import Clock
 from .formdefs import FormDef
-from .ledger import Ledger, Limits
+from .ledger import Channel, Filters, Ledger, Limits
+from .ledger.release import HELD
 from .maildir import MaildirTransport, default_maildir
+from .notifier import FORM_OF, Notifier, NotifySettings
+from .notify import plan
 from .outbox import OutboxSettings, Worker
 from .owners import Owners
 from .signing import Signer, SigningTransport
 from .smtp import SMTPSettings, SMTPTransport
+from .spam.settings import SpamSettings
 from .transport import Transport
 
 EXTENSION = "formpost"
@@ -45,6 +50,17 @@ class Services:
     backlog_limit: int
     owners: Owners
     dedupe_window: float = 0.0
+    # SPAM_*: the hosted form's spam settings, and what FORMS_FILE overrides.
+    spam_defaults: SpamSettings = field(default_factory=SpamSettings)
+
+    def spam_settings(self, form_id: str) -> SpamSettings:
+        """Return the spam settings of a form (the hosted form: the defaults)."""
+        form = self.forms.get(form_id)
+        return form.spam if form is not None else self.spam_defaults
+
+    notify: NotifySettings = NotifySettings()
+    # Scan posted files with clamd (CLAMD_SOCKET / CLAMD_HOST); None: no scan.
+    clamd: ClamdSettings | None = None
 
     @property
     def clock(self) -> Clock:
@@ -61,14 +77,76 @@ class Services:
         )
 
     def worker(self, rand: Callable[[], float] = random.random) -> Worker:
-        """Build a delivery worker over this ledger and transport."""
+        """Build a delivery worker over this ledger and transport.
+
+        It delivers the other channels too (webhooks, Apprise, autoresponses),
+        on a thread of its own.
+        """
         return Worker(
             ledger=self.ledger,
             transport=self.transport,
             settings=self.outbox,
             clock=self.clock,
             rand=rand,
+            notifier=self.notifier(rand),
         )
+
+    def notifier(self, rand: Callable[[], float] = random.random) -> Notifier:
+        """Build the loop that delivers webhooks, Apprise and autoresponses."""
+        return Notifier(
+            ledger=self.ledger,
+            transport=self.transport,
+            forms=self.forms,
+            mail_from=self.mail_from,
+            outbox=self.outbox,
+            settings=self.notify,
+            clock=self.clock,
+            rand=rand,
+        )
+
+    def channels(self, form_id: str, email: str | None) -> list[Channel]:
+        """The deliveries beyond the email a submission to this form gets.
+
+        `email` is the address the form validated (the autoresponse goes only
+        there). The hosted page uses the default form's channels.
+        """
+        form = self.forms.get(FORM_OF.get(form_id, form_id))
+        return plan(form, email, self.clock.now()) if form is not None else []
+
+    def create_deliveries(self, receipt: str) -> int:
+        """Create the deliveries of a stored submission, e.g. one just released
+        from quarantine; idempotent, nothing for spam/dropped/erased rows.
+        """
+        row = self.ledger.row(receipt)
+        if row is None:
+            return 0
+        return self.ledger.create_deliveries(
+            receipt, self.channels(row.form_id, row.email)
+        )
+
+    def release(self, receipts: Sequence[str], by: str | None = None) -> int:
+        """Deliver held (spam or dropped) submissions after all; return how many.
+
+        Each released one also gets its other channels (webhooks, chat), as
+        an accepted post does; not the autoresponse: the visitor wrote long
+        ago, and an address a spam verdict held back is not answered.
+        """
+        held = [
+            receipt
+            for receipt in receipts
+            if (row := self.ledger.row(receipt)) is not None and row.state in HELD
+        ]
+        done = self.ledger.release_spam(receipts, by=by)
+        for receipt in held:
+            row = self.ledger.row(receipt)
+            if row is not None and row.state == "pending":
+                self.ledger.create_deliveries(receipt, self.channels(row.form_id, None))
+        return done
+
+    def release_matching(self, filters: Filters, by: str | None = None) -> int:
+        """Release every held submission matching `filters`; return how many."""
+        receipts = [r.receipt for r in self.ledger.iterate(filters) if r.state in HELD]
+        return self.release(receipts, by=by)
 
 
 def services() -> Services:

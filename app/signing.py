@@ -110,6 +110,11 @@ class _SigningSession:
         signed = dataclasses.replace(envelope, data=data)
         return self.inner.send(signed, deadline=deadline)
 
+    def size_limit(self) -> int:
+        """The inner session's size limit (SMTP's EHLO SIZE), 0 for none."""
+        size_limit = getattr(self.inner, "size_limit", None)
+        return size_limit() if callable(size_limit) else 0
+
     def alive(self) -> bool:
         return self.inner.alive()
 

@@ -317,6 +317,11 @@ class SMTPSession:
             }
         )
 
+    def size_limit(self) -> int:
+        """The largest message the relay takes (EHLO SIZE), 0 when it says none."""
+        value = self._smtp.esmtp_features.get("size", "")
+        return int(value) if value.strip().isdigit() else 0
+
     def alive(self) -> bool:
         """Tell whether the connection still answers NOOP (within SMTP_TIMEOUT)."""
         self._smtp.deadline = time.monotonic() + self._smtp.timeout

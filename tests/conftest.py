@@ -48,8 +48,16 @@ def make_relay(pki: PKI) -> Iterator[Callable[..., Relay]]:
         auth: bool = True,
         trusted: bool = True,
         port: int | None = None,
+        data_size_limit: int | None = None,
     ) -> Relay:
-        relay = Relay(pki, mode=mode, auth=auth, trusted=trusted, port=port).start()
+        relay = Relay(
+            pki,
+            mode=mode,
+            auth=auth,
+            trusted=trusted,
+            port=port,
+            data_size_limit=data_size_limit,
+        ).start()
         started.append(relay)
         return relay
 
@@ -114,6 +122,9 @@ def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
             "RATE_LIMIT": "off",
             "MIN_FILL_SECONDS": "0",
             "DEDUPE_WINDOW": "0",
+            # Tests posting without the widget are not about proof of work;
+            # those that are turn it on (tests/test_altcha*.py).
+            "SPAM_PROOF_OF_WORK": "off",
         }
         settings.update(env or {})
         app = create_app(settings)

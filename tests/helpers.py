@@ -13,11 +13,12 @@ import time
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
+from sqlalchemy import event, update
 
-from app.ledger import Claimed, Ledger
+from app.ledger import Claimed, Ledger, submissions
 from app.message import Envelope
 from app.services import EXTENSION, Services
+from app.spam import Reason, Verdict
 
 from .fakeclock import FakeClock
 
@@ -177,3 +178,41 @@ def posts_in_one_batch(ledger: Ledger, posts: list) -> tuple[list, int]:
         t.join(10)
     event.remove(ledger.engine, "checkout", hold)
     return results, len(transactions)
+
+
+def spam_verdict(name: str = "quarantine") -> Verdict:
+    """A verdict with reasons from two layers, as the gate would give one."""
+    return Verdict(
+        name,  # type: ignore[arg-type]
+        7.5,
+        (
+            Reason("rules", "links", "7 links", "at most 2", 5.0),
+            Reason("altcha", "altcha_missing", "no proof", "required", 2.5),
+        ),
+    )
+
+
+def store_verdict(
+    ledger: Ledger,
+    receipt: str,
+    verdict: Verdict | None = None,
+    state: str = "spam",
+    keep_message: bool = True,
+) -> None:
+    """Give a stored row a verdict and a state, as the accept path stores them.
+
+    The row leaves the backlog counter (it was stored pending); a dropped
+    row without `keep_message` is a tombstone with no message bytes.
+    """
+    verdict = verdict or spam_verdict("drop" if state == "dropped" else "quarantine")
+    values: dict = {"state": state, "verdict": verdict.to_json()}
+    if not keep_message:
+        values["raw"] = b""
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            update(submissions).where(submissions.c.receipt == receipt).values(**values)
+        )
+        if state not in ("pending", "sending"):
+            conn.exec_driver_sql(
+                "UPDATE ledger_counters SET value = value - 1 WHERE name = 'backlog'"
+            )

@@ -74,6 +74,7 @@ def server_env(instance: Path) -> dict[str, str]:
         MIN_FILL_SECONDS="0",
         RATE_LIMIT="off",
         DEDUPE_WINDOW="0",  # and post the same text again and again
+        SPAM_PROOF_OF_WORK="off",  # from no browser, so with no proof of work
         OUTBOX_POLL_INTERVAL="0.1",  # deliver promptly; the default is 1 s
         PYTHONUNBUFFERED="1",
     )

@@ -173,6 +173,7 @@ class Relay:
         auth: bool = True,
         trusted: bool = True,
         port: int | None = None,
+        data_size_limit: int | None = None,
     ) -> None:
         self.mode = mode
         self.auth = auth
@@ -188,6 +189,9 @@ class Relay:
             "auth_require_tls": mode == "starttls",
             "decode_data": False,
         }
+        if data_size_limit is not None:
+            # Advertised in EHLO as SIZE; a larger DATA gets 552.
+            kwargs["data_size_limit"] = data_size_limit
         context = pki.server_context(trusted)
         if mode == "starttls":
             kwargs.update(tls_context=context, require_starttls=True)

@@ -45,7 +45,7 @@ def test_accept_outside_a_request_logs_one_line_with_the_receipt(app, caplog):
     with caplog.at_level(logging.INFO, logger="formpost.accept"):
         receipt = accept(services_of(app), _post(limits=None))
     lines = [r.getMessage() for r in caplog.records if r.name == "formpost.accept"]
-    assert lines == [f"stored receipt={receipt} form=contact"]
+    assert lines == [f"stored receipt={receipt} form=contact verdict=accept reasons="]
 
 
 def test_accept_inside_a_request_leaves_the_line_to_the_request(app, caplog):

@@ -14,7 +14,15 @@ from app.ledger import Ledger
 from app.ledger.tokens import TokenStore
 
 from .fakeclock import FakeClock
-from .helpers import ledger_of, mark_failed, mark_retry, mark_sent, use_fake_clock
+from .helpers import (
+    ledger_of,
+    mark_failed,
+    mark_retry,
+    mark_sent,
+    spam_verdict,
+    store_verdict,
+    use_fake_clock,
+)
 from .storekit import endpoint, hosted, store
 
 LIST = "/api/v1/submissions"
@@ -73,6 +81,9 @@ def in_state(api: Api, state: str) -> str:
     if state == "deleted":
         api.ledger.erase([receipt])
         return receipt
+    if state in ("spam", "dropped"):
+        store_verdict(api.ledger, receipt, state=state)
+        return receipt
     claimed = api.ledger.claim(batch=500, lease=60)
     (row,) = [r for r in claimed if r.receipt == receipt]
     api.ledger.release([r for r in claimed if r is not row])
@@ -93,6 +104,7 @@ ROUTES = [
     ("GET", "/api/v1/submissions"),
     ("GET", "/api/v1/submissions/<receipt>"),
     ("POST", "/api/v1/submissions/<receipt>/retry"),
+    ("POST", "/api/v1/submissions/<receipt>/release"),
     ("DELETE", "/api/v1/submissions/<receipt>"),
 ]
 WRITES = [(m, p) for m, p in ROUTES if m != "GET"]
@@ -298,6 +310,7 @@ KEYS = {
     "last_reply",
     "sent_at",
     "erased_at",
+    "verdict",
 }
 FIELDS = (
     ("name", "Zoë Ådahl"),
@@ -332,7 +345,8 @@ def test_the_json_of_a_submission(api):
     (listed,) = api.get(LIST).json["submissions"]
     single = api.get(f"{LIST}/{receipt}").json
     assert set(listed) == KEYS
-    assert set(single) == KEYS | {"timeline"}
+    assert set(single) == KEYS | {"timeline", "deliveries"}
+    assert single["deliveries"] == []  # email only
     assert {k: single[k] for k in KEYS} == listed
     assert listed["id"] == receipt
     assert listed["form"] == "site"
@@ -351,11 +365,95 @@ def test_the_json_of_a_submission(api):
     # Claimed (the attempt began) at `created`, settled two seconds later.
     assert parse_time(listed["last_attempt_at"]) == pytest.approx(created, abs=1e-3)
     assert listed["sent_at"] is None and listed["erased_at"] is None
+    assert listed["verdict"] is None  # stored without one
     (attempt,) = single["timeline"]
     assert attempt["outcome"] == "retry"
     assert attempt["error_kind"] == "transient"
     assert attempt["reply"] == "451 try later"
     assert parse_time(attempt["at"]) == pytest.approx(created + 2, abs=1e-3)
+
+
+# -- spam: the verdict, the filter, release ---------------------------------------
+
+
+def test_spam_and_dropped_are_listed_only_when_asked_for(api):
+    kept = stored(api, 1)
+    spam = in_state(api, "spam")
+    dropped = in_state(api, "dropped")
+
+    def ids(**params):
+        return [s["id"] for s in api.get(LIST, **params).json["submissions"]]
+
+    assert ids() == [kept]
+    assert ids(state="spam") == [spam]
+    assert ids(state="dropped") == [dropped]
+
+
+@pytest.mark.parametrize("state", ["spam", "dropped"])
+def test_a_held_submission_carries_its_verdict_and_every_reason(api, state):
+    receipt = in_state(api, state)
+    (listed,) = api.get(LIST, state=state).json["submissions"]
+    single = api.get(f"{LIST}/{receipt}").json
+    verdict = spam_verdict("drop" if state == "dropped" else "quarantine")
+    assert listed["state"] == single["state"] == state
+    assert listed["verdict"] == single["verdict"]
+    assert listed["verdict"] == {
+        "name": verdict.name,
+        "score": 7.5,
+        "reasons": [
+            {
+                "layer": r.layer,
+                "rule": r.rule,
+                "value": r.value,
+                "threshold": r.threshold,
+                "score": r.score,
+                "action": r.action,
+            }
+            for r in verdict.reasons
+        ],
+    }
+
+
+@pytest.mark.parametrize("state", ["spam", "dropped"])
+def test_release_makes_it_due_now_keeping_the_verdict(api, state):
+    receipt = in_state(api, state)
+    api.clock.advance(60)
+    response = api.call("POST", f"{LIST}/{receipt}/release", api.write)
+    assert response.status_code == 202
+    body = response.json
+    assert body["id"] == receipt and body["state"] == "pending"
+    assert body["verdict"]["reasons"]  # what was overruled stays
+    (entry,) = body["timeline"]
+    assert entry["outcome"] == "released"
+    assert entry["reply"] == "released by API token writer"
+    (claimed,) = api.ledger.claim(batch=5, lease=60)
+    assert claimed.receipt == receipt
+
+
+@pytest.mark.parametrize("state", ["pending", "sending", "sent", "failed", "deleted"])
+def test_release_is_409_for_any_other_state(api, state):
+    receipt = in_state(api, state)
+    response = api.call("POST", f"{LIST}/{receipt}/release", api.write)
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "conflict"
+    assert f"is {state}" in response.json["error"]["message"]
+    assert state_of(api, receipt) == state
+
+
+def test_release_of_a_tombstone_without_its_message_is_409(api):
+    receipt = stored(api, 1)
+    store_verdict(api.ledger, receipt, state="dropped", keep_message=False)
+    response = api.call("POST", f"{LIST}/{receipt}/release", api.write)
+    assert response.status_code == 409
+    assert "nothing to deliver" in response.json["error"]["message"]
+    assert state_of(api, receipt) == "dropped"
+
+
+def test_a_read_token_cannot_release(api):
+    receipt = in_state(api, "spam")
+    response = api.call("POST", f"{LIST}/{receipt}/release", api.read)
+    assert response.status_code == 403
+    assert state_of(api, receipt) == "spam"
 
 
 # -- retry and delete ---------------------------------------------------------------

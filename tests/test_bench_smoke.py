@@ -87,3 +87,20 @@ def test_request_path_measures_every_row():
     rows = out.splitlines()[1:]
     assert len(rows) == 4, out
     assert all(float(row.split()[-1]) > 0 for row in rows), out
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_upload_memory_posts_to_a_real_gunicorn(database):
+    """A real gunicorn takes a streamed multipart upload; its peak RSS is read."""
+    args = ["--megabytes", "20"]
+    if database == "postgresql":
+        postgres_or_skip()
+        args += ["--postgres", PG_URL]
+    out = bench("upload_memory.py", *args, timeout=180)
+    assert "result:            met" in out, out
+
+
+def test_spam_bench_measures_the_default_layers():
+    out = bench("spam.py", "--smoke", timeout=300)
+    assert "| default, no rspamd | 0 of " in out
+    assert "passes the bot checks" in out

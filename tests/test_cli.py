@@ -21,7 +21,14 @@ from flask import Flask
 
 from app.compose import Submission, compose, new_message_id
 
-from .helpers import deliver, ledger_of, post_form, use_fake_clock
+from .helpers import (
+    deliver,
+    ledger_of,
+    post_form,
+    spam_verdict,
+    store_verdict,
+    use_fake_clock,
+)
 from .relay import Relay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,6 +252,137 @@ def test_list_state_filter(cli_app, relay):
 
 def test_list_rejects_an_unknown_state(cli_app):
     result = run(cli_app, "list", "--state", "lost")
+    assert result.exit_code == 2
+    assert "Usage:" in result.output
+
+
+# -- spam: list, show, release -----------------------------------------------------
+
+
+def make_spam(app: Flask, subject: str = "Cheap SEO", state: str = "spam") -> str:
+    """Queue a message and hold it back as the spam verdict would."""
+    receipt = queue(app, subject)
+    store_verdict(ledger_of(app), receipt, state=state)
+    return receipt
+
+
+@pytest.mark.parametrize("state", ["spam", "dropped"])
+def test_list_spam_shows_the_reason_codes(cli_app, relay, state):
+    held = make_spam(cli_app, state=state)
+    pending = queue(cli_app)
+    output = run(cli_app, "list", "--state", state).output
+    assert "REASONS" in output.splitlines()[0]
+    assert list_line(output, held).endswith("links,altcha_missing")
+    assert pending not in output
+
+
+def test_show_prints_the_row_and_every_reason(cli_app, relay):
+    receipt = make_spam(cli_app)
+    by_id = run(cli_app, "show", str(row(cli_app, receipt).id))
+    by_receipt = run(cli_app, "show", receipt.lower())
+    assert by_id.exit_code == by_receipt.exit_code == 0
+    assert by_id.output == by_receipt.output
+    out = by_id.output
+    assert re.search(rf"^receipt\s+{receipt}$", out, re.MULTILINE)
+    assert re.search(r"^state\s+spam$", out, re.MULTILINE)
+    assert re.search(r"^subject\s+Cheap SEO$", out, re.MULTILINE)
+    assert re.search(r"^verdict\s+quarantine \(score 7.5\)$", out, re.MULTILINE)
+    for reason in spam_verdict().reasons:
+        line = list_line(out, f" {reason.rule} ")
+        assert line.split() == [
+            reason.layer,
+            reason.rule,
+            *reason.value.split(),
+            *reason.threshold.split(),
+            f"{reason.score:g}",
+        ]
+
+
+def test_show_of_a_row_without_a_verdict_says_so(cli_app, relay):
+    receipt = make_sent(cli_app)
+    out = run(cli_app, "show", receipt).output
+    assert re.search(r"^verdict\s+- \(stored without one\)$", out, re.MULTILINE)
+    assert re.search(r"^state\s+sent$", out, re.MULTILINE)
+    assert " sent  250" in out  # the timeline
+
+
+@pytest.mark.parametrize("key", ["999999", "ZZZZ-ZZZZ", "x" * 40])
+def test_show_of_an_unknown_id_fails_clearly(cli_app, key):
+    result = run(cli_app, "show", key)
+    assert result.exit_code == 1
+    assert f"no submission {key}" in result.output
+
+
+@pytest.mark.parametrize("state", ["spam", "dropped"])
+def test_release_then_a_worker_delivers_it_to_the_relay(
+    cli_app, relay, state, monkeypatch
+):
+    monkeypatch.setenv("USER", "ada")
+    receipt = make_spam(cli_app, state=state)
+    assert deliver(cli_app) == 0
+    result = run(cli_app, "release", receipt)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        f"released {receipt} (hosted: Cheap SEO)",
+        "released 1 message",
+    ]
+    assert deliver(cli_app) == 1
+    assert row(cli_app, receipt).state == "sent"
+    (received,) = relay.received
+    assert received.message["Subject"] == "Cheap SEO"
+    timeline = run(cli_app, "show", receipt).output
+    assert "released  released by outbox release (user ada)" in timeline
+
+
+def test_release_takes_several_ids_and_receipts(cli_app, relay):
+    first, second = make_spam(cli_app), make_spam(cli_app, state="dropped")
+    result = run(cli_app, "release", str(row(cli_app, first).id), second)
+    assert result.exit_code == 0
+    assert "released 2 messages" in result.output
+    assert states(cli_app)[first] == states(cli_app)[second] == "pending"
+
+
+@pytest.mark.parametrize("other", ["sent", "pending", "failed", "unknown"])
+def test_release_refuses_rows_not_held_and_releases_nothing(cli_app, relay, other):
+    held = make_spam(cli_app)
+    if other == "sent":
+        key = make_sent(cli_app)
+    elif other == "failed":
+        key = make_failed(cli_app, relay)
+    elif other == "pending":
+        key = queue(cli_app)
+    else:
+        key = "ZZZZ-ZZZZ"
+    before = states(cli_app)
+    result = run(cli_app, "release", held, key)
+    assert result.exit_code == 1
+    assert "nothing released" in result.output
+    if other == "unknown":
+        assert f"{key}: no such submission" in result.output
+    else:
+        assert f"{key} is {other}, only spam or dropped" in result.output
+        row_id = row(cli_app, key).id
+        by_id = run(cli_app, "release", str(row_id))
+        assert by_id.exit_code == 1
+        assert f"{row_id} ({key}) is {other}" in by_id.output
+    assert states(cli_app) == before
+    sent_before = len(relay.received)
+    deliver(cli_app)
+    assert row(cli_app, held).state == "spam"
+    assert len(relay.received) == sent_before + (other == "pending")
+
+
+def test_release_refuses_a_dropped_tombstone_without_its_message(cli_app, relay):
+    receipt = queue(cli_app)
+    store_verdict(ledger_of(cli_app), receipt, state="dropped", keep_message=False)
+    result = run(cli_app, "release", receipt)
+    assert result.exit_code == 1
+    assert "dropped without its message" in result.output
+    assert row(cli_app, receipt).state == "dropped"
+
+
+def test_release_needs_an_id(cli_app):
+    result = run(cli_app, "release")
     assert result.exit_code == 2
     assert "Usage:" in result.output
 

@@ -21,6 +21,7 @@ from app.compose import (
     Submission,
     UnsafeHeaderError,
     compose,
+    compose_autoresponse,
     header_text_problem,
     new_message_id,
     normalize_newlines,
@@ -574,3 +575,47 @@ def test_everyday_reply_address_is_normalised():
     assert reply_address("Ada.Lovelace+forms@Example.NET") == (
         "Ada.Lovelace+forms@example.net"
     )
+
+
+# -- the autoresponse to a visitor ---------------------------------------------
+
+
+def autoresponse(**kw: str) -> Envelope:
+    values = {
+        "to": "ada@example.net",
+        "subject": "We got your message",
+        "body": "Thank you.\nWe answer within two working days.",
+    }
+    values.update(kw)
+    return compose_autoresponse(
+        mail_from=MAIL_FROM, message_id=MESSAGE_ID, date=DATE, **values
+    )
+
+
+def test_autoresponse_headers_follow_rfc_3834():
+    env = autoresponse()
+    msg = parse(env.data)
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["From"] == "Contact form <forms@example.com>"
+    assert msg["To"] == "ada@example.net"
+    assert msg["Subject"] == "We got your message"
+    assert msg["Message-ID"] == MESSAGE_ID
+    assert msg["Reply-To"] is None
+    assert env.recipients == ("ada@example.net",)
+    assert env.mail_from == "forms@example.com"
+    text = msg.get_content().replace("\r\n", "\n")
+    assert text == "Thank you.\nWe answer within two working days.\n"
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["ada@example.net\r\nBcc: x@evil.example", "Ada <ada@example.net>", "a,b@c.d"],
+)
+def test_autoresponse_refuses_an_unchecked_address(to):
+    with pytest.raises(UnsafeHeaderError):
+        autoresponse(to=to)
+
+
+def test_autoresponse_subject_cannot_add_headers():
+    with pytest.raises(UnsafeHeaderError):
+        autoresponse(subject="Thanks\r\nBcc: x@evil.example")

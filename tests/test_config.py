@@ -137,6 +137,9 @@ def test_explicit_port_wins_over_mode_default():
         ("MAX_CONTENT_LENGTH", "1048576", 1048576),
         ("TRUSTED_PROXY_HOPS", "2", 2),
         ("LOG_LEVEL", "debug", "DEBUG"),
+        ("WEBHOOK_TIMEOUT", "2.5", 2.5),
+        ("WEBHOOK_ALLOW_PRIVATE", "yes", True),
+        ("PUBLIC_URL", "https://Forms.Example.com/", "https://forms.example.com"),
         (
             "FRAME_ANCESTORS",
             " https://a.example , ,https://b.example",
@@ -146,6 +149,14 @@ def test_explicit_port_wins_over_mode_default():
 )
 def test_good_values_are_parsed(name, raw, value):
     assert load_config({name: raw})[name] == value
+
+
+def test_a_short_lease_shortens_the_default_webhook_timeout():
+    assert (
+        load_config({"OUTBOX_LEASE": "4", "SMTP_TIMEOUT": "3"})["WEBHOOK_TIMEOUT"]
+        == 2.0
+    )
+    assert load_config({})["WEBHOOK_TIMEOUT"] == 10.0
 
 
 # --- bad values stop start-up, naming the variable ----------------------------
@@ -193,6 +204,12 @@ def test_good_values_are_parsed(name, raw, value):
         ("FORM_LANGUAGE", "fr"),
         ("FORM_LANGUAGE", "zh-XX"),
         ("FORM_LANGUAGE", "en_US:en"),  # GNU gettext's LANGUAGE list, mistyped
+        ("WEBHOOK_TIMEOUT", "0"),
+        ("WEBHOOK_TIMEOUT", "ten"),
+        ("WEBHOOK_TIMEOUT", "300"),  # not shorter than OUTBOX_LEASE (300)
+        ("WEBHOOK_ALLOW_PRIVATE", "maybe"),
+        ("PUBLIC_URL", "forms.example.com"),
+        ("PUBLIC_URL", "https://forms.example.com/admin"),
     ],
 )
 @pytest.mark.parametrize("mode", ["development", "production"])
@@ -648,3 +665,106 @@ def test_setting_reads_the_environment_then_the_env_file(monkeypatch, tmp_path):
     assert config.setting("LOG_LEVEL") == "WARNING"
     assert config.setting("NOT_SET_ANYWHERE") is None
     assert "LOG_FORMAT" not in os.environ  # read, not loaded
+
+
+# --- spam defaults (SPAM_*) and rspamd ----------------------------------------
+
+
+def test_spam_defaults_without_any_setting():
+    spam = load_config({})["SPAM_DEFAULTS"]
+    assert (spam.fail, spam.quarantine_at, spam.drop_at) == ("open", 5.0, 15.0)
+    assert (spam.proof_of_work, spam.max_links, spam.repeat_window) == (
+        "score",
+        2,
+        86400.0,
+    )
+    assert spam.blocked_words == spam.blocked_networks == ()
+    cfg = load_config({})
+    assert cfg["RSPAMD_URL"] is None and cfg["RSPAMD_TIMEOUT"] == 5.0
+
+
+def test_spam_defaults_are_parsed():
+    spam = load_config(
+        {
+            "SPAM_FAIL": "Closed",
+            "SPAM_QUARANTINE_AT": "4",
+            "SPAM_DROP_AT": "9.5",
+            "SPAM_PROOF_OF_WORK": "required",
+            "SPAM_MAX_LINKS": "0",
+            "SPAM_BLOCKED_WORDS": " casino , buy now ,",
+            "SPAM_BLOCKED_EMAIL_DOMAINS": "Spam.Example., bücher.example",
+            "SPAM_BLOCKED_NETWORKS": "198.51.100.0/24, 2001:db8::/32, 203.0.113.7",
+            "SPAM_REPEAT_WINDOW": "0",
+            "SPAM_RSPAMD_QUARANTINE_AT": "4",
+            "SPAM_RSPAMD_DROP_AT": "10",
+        }
+    )["SPAM_DEFAULTS"]
+    assert spam.fail == "closed" and spam.proof_of_work == "required"
+    assert (spam.quarantine_at, spam.drop_at, spam.max_links) == (4.0, 9.5, 0)
+    assert spam.blocked_words == ("casino", "buy now")
+    assert spam.blocked_email_domains == ("spam.example", "xn--bcher-kva.example")
+    assert [str(n) for n in spam.blocked_networks] == [
+        "198.51.100.0/24",
+        "2001:db8::/32",
+        "203.0.113.7/32",
+    ]
+    assert spam.repeat_window == 0.0
+    assert (spam.rspamd_quarantine_at, spam.rspamd_drop_at) == (4.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SPAM_FAIL": "maybe"}, "SPAM_FAIL"),
+        ({"SPAM_QUARANTINE_AT": "five"}, "SPAM_QUARANTINE_AT"),
+        ({"SPAM_QUARANTINE_AT": "0"}, "SPAM_QUARANTINE_AT"),
+        ({"SPAM_DROP_AT": "nan"}, "SPAM_DROP_AT"),
+        ({"SPAM_DROP_AT": "4"}, "SPAM_DROP_AT"),  # under the default quarantine_at
+        ({"SPAM_QUARANTINE_AT": "15"}, "SPAM_QUARANTINE_AT"),  # = drop_at
+        ({"SPAM_PROOF_OF_WORK": "on"}, "SPAM_PROOF_OF_WORK"),
+        ({"SPAM_MAX_LINKS": "-1"}, "SPAM_MAX_LINKS"),
+        ({"SPAM_MAX_LINKS": "2.5"}, "SPAM_MAX_LINKS"),
+        ({"SPAM_BLOCKED_WORDS": "x" * 101}, "SPAM_BLOCKED_WORDS"),
+        ({"SPAM_BLOCKED_WORDS": "bad\x00word"}, "SPAM_BLOCKED_WORDS"),
+        ({"SPAM_BLOCKED_EMAIL_DOMAINS": "@spam.example"}, "SPAM_BLOCKED_EMAIL_DOMAINS"),
+        ({"SPAM_BLOCKED_EMAIL_DOMAINS": "localhost"}, "SPAM_BLOCKED_EMAIL_DOMAINS"),
+        (
+            {"SPAM_BLOCKED_EMAIL_DOMAINS": "https://spam.example"},
+            "SPAM_BLOCKED_EMAIL_DOMAINS",
+        ),
+        ({"SPAM_BLOCKED_NETWORKS": "198.51.100.1/24"}, "SPAM_BLOCKED_NETWORKS"),
+        ({"SPAM_BLOCKED_NETWORKS": "10.0.0.0/33"}, "SPAM_BLOCKED_NETWORKS"),
+        ({"SPAM_BLOCKED_NETWORKS": "example.com"}, "SPAM_BLOCKED_NETWORKS"),
+        ({"SPAM_REPEAT_WINDOW": "-1"}, "SPAM_REPEAT_WINDOW"),
+        ({"SPAM_REPEAT_WINDOW": "999999999"}, "SPAM_REPEAT_WINDOW"),
+        ({"SPAM_RSPAMD_DROP_AT": "5"}, "SPAM_RSPAMD_DROP_AT"),
+        ({"SPAM_RSPAMD_QUARANTINE_AT": "x"}, "SPAM_RSPAMD_QUARANTINE_AT"),
+        ({"RSPAMD_URL": "127.0.0.1:11333"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "ftp://127.0.0.1:11333"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "http://"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "http://127.0.0.1:99999"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "http://127.0.0.1:11333/?x=1"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "http://user:pw@127.0.0.1:11333"}, "RSPAMD_URL"),
+        ({"RSPAMD_URL": "http://127.0.0.1:11333/#top"}, "RSPAMD_URL"),
+        ({"RSPAMD_TIMEOUT": "0"}, "RSPAMD_TIMEOUT"),
+        ({"RSPAMD_TIMEOUT": "-3"}, "RSPAMD_TIMEOUT"),
+        ({"RSPAMD_TIMEOUT": "soon"}, "RSPAMD_TIMEOUT"),
+    ],
+)
+def test_bad_spam_settings_stop_startup_naming_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("http://127.0.0.1:11333", "http://127.0.0.1:11333"),
+        (" https://rspamd.internal:11333/ ", "https://rspamd.internal:11333"),
+        ("http://[::1]:11333", "http://[::1]:11333"),
+    ],
+)
+def test_rspamd_url_is_parsed(raw, url):
+    assert (
+        load_config({"RSPAMD_URL": raw, "RSPAMD_TIMEOUT": "1.5"})["RSPAMD_URL"] == url
+    )

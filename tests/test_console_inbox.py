@@ -282,8 +282,14 @@ def test_delete_asks_first_then_leaves_a_tombstone(console, owner):
     assert detail.erased and detail.raw is None and detail.fields is None
 
 
-ACTIONS = ["/admin/s/{r}/retry", "/admin/s/{r}/delete", "/admin/bulk/retry",
-           "/admin/bulk/delete"]  # fmt: skip
+ACTIONS = [
+    "/admin/s/{r}/retry",
+    "/admin/s/{r}/release",
+    "/admin/s/{r}/delete",
+    "/admin/bulk/retry",
+    "/admin/bulk/release",
+    "/admin/bulk/delete",
+]
 
 
 @pytest.mark.parametrize("path", ACTIONS)

@@ -471,15 +471,25 @@ ROUTES = [
     ("GET", "/admin/forms"),
     ("GET", "/admin/s/<receipt>"),
     ("POST", "/admin/s/<receipt>/retry"),
+    ("POST", "/admin/s/<receipt>/release"),
+    ("POST", "/admin/s/<receipt>/deliveries/<int:delivery>/retry"),
     ("POST", "/admin/s/<receipt>/delete"),
     ("GET", "/admin/bulk/<action>"),
     ("POST", "/admin/bulk/<action>"),
     ("GET", "/admin/export.<kind>"),
+    ("GET", "/admin/s/<receipt>/files/<int:position>"),
+    ("GET", "/admin/files/<token>"),
     ("OPTIONS", "/admin/"),
     ("OPTIONS", "/admin/forms"),
 ]
 # What each route's placeholders are filled with (a stored receipt is added).
-EXAMPLES = {"<action>": "retry", "<kind>": "csv"}
+EXAMPLES = {
+    "<action>": "retry",
+    "<kind>": "csv",
+    "<int:position>": "0",
+    "<token>": "not-a-signed-link",
+    "<int:delivery>": "1",
+}
 
 
 def test_the_header_tests_cover_every_console_route(console):

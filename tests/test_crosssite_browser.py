@@ -306,13 +306,16 @@ def post_as_bot(page: Page, setup: Setup):
     return posted.value
 
 
-def test_filled_honeypot_stores_nothing(page: Page, setup: Setup, relay: Relay) -> None:
-    """A bot that fills _gotcha gets a 303 like everyone; nothing is stored or sent."""
+def test_filled_honeypot_keeps_only_a_tombstone(
+    page: Page, setup: Setup, relay: Relay
+) -> None:
+    """A bot that fills _gotcha gets a 303 like everyone; only a tombstone is kept."""
     reply = post_as_bot(page, setup)
     assert reply.status == 303
     page.wait_for_load_state()
     assert [h.method for h in setup.recorder.hits].count("POST") == 1
-    assert setup.rows() == []
+    (row,) = setup.rows()
+    assert row.state == "dropped" and row.message is None
     assert deliver(setup.app) == 0
     assert relay.received == []
 

@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from app.formdefs import FormDef, load_forms, parse_forms
+from app.spam.settings import SpamSettings
 from config import ConfigError, parse_recipients
 
 ALIASES = ("sales", "support")
@@ -49,7 +50,12 @@ def config(forms_file: str | None = None) -> dict[str, Any]:
         pytest.param({"-x": {}}, "-x", ["id"], id="id-dash"),
         pytest.param({"x" * 65: {}}, "x" * 65, ["id"], id="id-long"),
         pytest.param({"": {}}, "", ["id"], id="id-empty"),
-        pytest.param({"default": {}}, "default", ["default"], id="id-default"),
+        pytest.param(
+            {"default": {"recipients": ["sales"]}},
+            "default",
+            ["default"],
+            id="id-default",
+        ),
         pytest.param({"contact": 3}, "contact", ["table"], id="not-a-table"),
         pytest.param({"contact": {}}, "contact", ["recipients"], id="no-recipients"),
         pytest.param(one(recipients=[]), "contact", ["recipients"], id="empty-list"),
@@ -332,3 +338,313 @@ def test_a_bad_forms_file_stops_start_up(tmp_path):
 def test_make_subject(template, visitor, expected):
     form = FormDef(id="contact", recipients=("sales",), subject=template)
     assert form.make_subject(visitor) == expected
+
+
+# -- [forms.<id>.spam] ----------------------------------------------------------
+
+
+def test_spam_table_overrides_the_defaults_key_by_key(tmp_path):
+    secret = tmp_path / "turnstile.secret"
+    secret.write_text("0x4AAA-secret\n", encoding="utf-8")
+    defaults = SpamSettings(max_links=4, blocked_words=("casino",), fail="closed")
+    forms = parse_forms(
+        {
+            "forms": {
+                "contact": {
+                    "recipients": ["sales"],
+                    "spam": {
+                        "fail": "open",
+                        "quarantine_at": 4,
+                        "drop_at": 12.5,
+                        "proof_of_work": "off",
+                        "max_links": 0,
+                        "blocked_patterns": [r"\bseo\s+services?\b"],
+                        "blocked_email_domains": ["Spam.Example"],
+                        "blocked_networks": ["198.51.100.0/24"],
+                        "repeat_window": 3600,
+                        "rspamd_quarantine_at": 7,
+                        "rspamd_drop_at": 20,
+                        "captcha": {
+                            "provider": "recaptcha",
+                            "secret_file": str(secret),
+                            "site_key": "6Lc-site",
+                            "min_score": 0.7,
+                            "timeout": 2,
+                            "verify_url": "http://127.0.0.1:9/verify",
+                        },
+                    },
+                },
+                "plain": {"recipients": ["sales"]},
+            }
+        },
+        ALIASES,
+        DEFAULT_RATE,
+        SOURCE,
+        defaults,
+    )
+    spam = forms["contact"].spam
+    assert spam.fail == "open" and spam.proof_of_work == "off"
+    assert (spam.quarantine_at, spam.drop_at, spam.max_links) == (4.0, 12.5, 0)
+    assert spam.blocked_words == ("casino",)  # not in the table: the default
+    assert spam.blocked_patterns[0].search("Cheap SEO  Services here")
+    assert spam.blocked_email_domains == ("spam.example",)
+    assert [str(n) for n in spam.blocked_networks] == ["198.51.100.0/24"]
+    assert (spam.repeat_window, spam.rspamd_quarantine_at) == (3600.0, 7.0)
+    captcha = spam.captcha
+    assert captcha is not None
+    assert (captcha.provider, captcha.secret, captcha.site_key) == (
+        "recaptcha",
+        "0x4AAA-secret",
+        "6Lc-site",
+    )
+    assert (captcha.min_score, captcha.timeout) == (0.7, 2.0)
+    assert "0x4AAA-secret" not in repr(spam)
+    assert forms["plain"].spam == defaults
+
+
+def test_the_default_form_takes_the_environments_spam_settings():
+    spam = SpamSettings(max_links=7)
+    forms = load_forms({**config(), "SPAM_DEFAULTS": spam})
+    assert forms["default"].spam == spam
+
+
+def spam(**table: Any) -> dict[str, Any]:
+    return one(spam=table)
+
+
+@pytest.mark.parametrize(
+    ("tables", "words"),
+    [
+        pytest.param(one(spam="strict"), ["spam: must be a table"], id="not-table"),
+        pytest.param(spam(drop=3), ["unknown key(s) ['drop']"], id="unknown"),
+        pytest.param(spam(fail="half"), ["fail must be one of"], id="fail"),
+        pytest.param(spam(fail=True), ["fail must be one of"], id="fail-bool"),
+        pytest.param(spam(quarantine_at="5"), ["quarantine_at"], id="q-str"),
+        pytest.param(spam(quarantine_at=0), ["quarantine_at"], id="q-zero"),
+        pytest.param(spam(drop_at=float("inf")), ["drop_at"], id="drop-inf"),
+        pytest.param(spam(drop_at=True), ["drop_at"], id="drop-bool"),
+        pytest.param(spam(quarantine_at=8, drop_at=8), ["must be above"], id="order"),
+        pytest.param(
+            spam(rspamd_quarantine_at=9, rspamd_drop_at=3),
+            ["rspamd_drop_at"],
+            id="rspamd-order",
+        ),
+        pytest.param(spam(proof_of_work="on"), ["proof_of_work"], id="pow"),
+        pytest.param(spam(max_links=-1), ["max_links"], id="links-neg"),
+        pytest.param(spam(max_links=2.0), ["max_links"], id="links-float"),
+        pytest.param(spam(max_links=True), ["max_links"], id="links-bool"),
+        pytest.param(spam(blocked_words="casino"), ["blocked_words"], id="words"),
+        pytest.param(spam(blocked_words=[""]), ["blocked_words"], id="word-empty"),
+        pytest.param(
+            spam(blocked_patterns=["(unclosed"]),
+            ["blocked_patterns", "'(unclosed'", "not a regular expression"],
+            id="regex",
+        ),
+        pytest.param(spam(blocked_patterns=[""]), ["blocked_patterns"], id="re-empty"),
+        pytest.param(
+            spam(blocked_email_domains=["user@spam.example"]),
+            ["blocked_email_domains"],
+            id="domain-at",
+        ),
+        pytest.param(
+            spam(blocked_networks=["10.0.0.1/8"]),
+            ["blocked_networks", "host bits"],
+            id="network-host-bits",
+        ),
+        pytest.param(
+            spam(blocked_networks=["not-an-ip"]), ["blocked_networks"], id="network"
+        ),
+        pytest.param(spam(repeat_window=-5), ["repeat_window"], id="repeat"),
+        pytest.param(spam(captcha="turnstile"), ["captcha: must be a table"], id="c"),
+        pytest.param(
+            spam(captcha={"provider": "recaptcha"}),
+            ["captcha", "secret"],
+            id="captcha-no-secret",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "friendly", "secret": "x"}),
+            ["captcha", "provider must be one of"],
+            id="captcha-provider",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "hcaptcha", "secret": "x", "sitekey": "y"}),
+            ["captcha", "unknown key(s) ['sitekey']"],
+            id="captcha-key",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "hcaptcha", "secret": "a b"}),
+            ["captcha", "secret"],
+            id="captcha-secret-blank",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "hcaptcha", "secret": "x", "secret_file": "y"}),
+            ["captcha", "not both"],
+            id="captcha-both",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "hcaptcha", "secret_file": "/nonexistent/s"}),
+            ["captcha", "cannot be read"],
+            id="captcha-file",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "recaptcha", "secret": "x", "min_score": 2}),
+            ["captcha", "min_score"],
+            id="captcha-score",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "recaptcha", "secret": "x", "timeout": 0}),
+            ["captcha", "timeout"],
+            id="captcha-timeout",
+        ),
+        pytest.param(
+            spam(captcha={"provider": "turnstile", "secret": "x", "verify_url": "x"}),
+            ["captcha", "verify_url"],
+            id="captcha-url",
+        ),
+    ],
+)
+def test_bad_spam_settings_name_the_form_and_key(tables, words):
+    with pytest.raises(ConfigError) as info:
+        parse(tables)
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: form 'contact': spam")
+    for word in words:
+        assert word in message
+
+
+# -- notifications: notify, webhooks, autoresponse ------------------------------
+
+HOOK = "https://crm.example/hooks/forms"
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
+TG = "tgram://123456789:ABCdefSecretToken/987654321"
+
+
+def notified(**table: Any) -> dict[str, Any]:
+    return one(**table)
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        pytest.param(dict(notify="email"), ["notify", "list"], id="notify-str"),
+        pytest.param(dict(notify=[f"webhook:{HOOK}"]), ["email"], id="no-email"),
+        pytest.param(dict(notify=["email", "sms:123"]), ["notify[1]"], id="kind"),
+        pytest.param(
+            dict(notify=["email", "webhook:ftp://x.example/"]),
+            ["notify[1]", "http"],
+            id="webhook-scheme",
+        ),
+        pytest.param(
+            dict(notify=["email", "webhook:https://u:p@x.example/"]),
+            ["notify[1]", "password"],
+            id="webhook-userinfo",
+        ),
+        pytest.param(
+            dict(notify=["email", f"webhook:{HOOK}"]),
+            ["webhooks", "secret"],
+            id="webhook-no-secret",
+        ),
+        pytest.param(
+            dict(
+                notify=["email", f"webhook:{HOOK}"],
+                webhooks={HOOK: {"secret": "hunter2"}},
+            ),
+            ["webhooks", "whsec_"],
+            id="webhook-bad-secret",
+        ),
+        pytest.param(
+            dict(
+                notify=["email", f"webhook:{HOOK}"],
+                webhooks={HOOK: {"secret": SECRET, "secret_file": "/x"}},
+            ),
+            ["webhooks", "one of them"],
+            id="webhook-both-secrets",
+        ),
+        pytest.param(
+            dict(webhooks={HOOK: {"secret": SECRET}}),
+            ["webhooks", "not listed"],
+            id="webhook-unused-secret",
+        ),
+        pytest.param(
+            dict(notify=["email", "apprise:nosuch://x"]),
+            ["notify[1]", "Apprise"],
+            id="apprise-unknown",
+        ),
+        pytest.param(
+            dict(notify=["email", f"apprise:{TG}", f"apprise:{TG}"]),
+            ["twice"],
+            id="apprise-twice",
+        ),
+        pytest.param(
+            dict(notify=["email", "apprise_file:/nonexistent/urls"]),
+            ["notify[1]", "cannot be read"],
+            id="apprise-file-missing",
+        ),
+        pytest.param(
+            dict(notify_full_message="yes"), ["notify_full_message"], id="full"
+        ),
+        pytest.param(dict(autoresponse="hi"), ["autoresponse"], id="auto-str"),
+        pytest.param(
+            dict(autoresponse={"subject": "Thanks"}), ["autoresponse"], id="auto-body"
+        ),
+        pytest.param(
+            dict(autoresponse={"subject": "a\nb", "body": "x"}),
+            ["autoresponse", "subject"],
+            id="auto-subject-lf",
+        ),
+        pytest.param(
+            dict(autoresponse={"subject": "Thanks", "body": "x", "cc": "a@b.c"}),
+            ["autoresponse"],
+            id="auto-extra",
+        ),
+    ],
+)
+def test_notify_errors_name_the_form_and_the_key(table, words):
+    with pytest.raises(ConfigError) as info:
+        parse(notified(**table))
+    message = str(info.value)
+    assert message.startswith(f"{SOURCE}: form 'contact'")
+    for word in words:
+        assert word in message
+    assert "SecretToken" not in message and "QUJD" not in message
+
+
+def test_notify_defaults_to_email_alone():
+    notify = parse(one())["contact"].notify
+    assert notify.webhooks == () and notify.apprise == ()
+    assert notify.autoresponse is None and not notify.full_message
+
+
+def test_every_channel_parses(tmp_path):
+    secret_file = tmp_path / "crm-secret"
+    secret_file.write_text(SECRET + "\n")
+    urls = tmp_path / "chat-urls"
+    urls.write_text(f"# the team's chat\n{TG}\n")
+    form = parse(
+        notified(
+            notify=["email", f"webhook:{HOOK}", f"apprise_file:{urls}"],
+            webhooks={HOOK: {"secret_file": str(secret_file)}},
+            notify_full_message=True,
+            autoresponse={"subject": "Thanks", "body": "We answer soon."},
+        )
+    )["contact"]
+    assert form.notify.webhooks[0].url == HOOK
+    assert form.notify.webhooks[0].secret == SECRET
+    assert form.notify.apprise == (TG,)
+    assert form.notify.full_message
+    assert form.notify.autoresponse.subject == "Thanks"
+    assert "SecretToken" not in repr(form) and SECRET not in repr(form)
+
+
+def test_the_default_form_may_set_notifications_only(tmp_path):
+    path = tmp_path / "forms.toml"
+    path.write_text(
+        '[forms.default]\nnotify = ["email"]\n'
+        '[forms.default.autoresponse]\nsubject = "Thanks"\nbody = "Soon."\n'
+    )
+    forms = load_forms(config(str(path)))
+    default = forms["default"]
+    assert default.notify.autoresponse.body == "Soon."
+    assert default.allowed_origins == frozenset({"https://www.example.com"})
+    with pytest.raises(ConfigError, match="may only"):
+        parse({"default": {"subject": "x"}})

@@ -340,9 +340,19 @@ def test_hosted_honeypot_is_answered_like_success(app, client, relay):
     assert response.status_code == 303
     assert response.headers["Location"] == "/thanks"
     assert client.get("/thanks").status_code == 200
-    assert ledger_of(app).rows() == []
+    # Kept as dropped with the reason (an owner may release a false drop),
+    # nothing delivered.
+    (row,) = ledger_of(app).rows()
+    assert row.state == "dropped" and row.message and row.subject
+    assert '"rule":"honeypot"' in row.verdict
     assert deliver(app) == 0
     assert relay.received == []
+
+
+def test_hosted_honeypot_on_a_broken_form_stores_nothing(app, client, relay):
+    response = post_form(client, website="https://spam.example", recipient="x")
+    assert response.status_code == 303
+    assert ledger_of(app).rows() == []
 
 
 def test_hosted_form_minimum_fill_time(make_app, relay):

@@ -8,6 +8,8 @@ import urllib.request
 
 import pytest
 
+from app import metrics
+
 from .helpers import deliver, post_form
 from .processes import (
     gunicorn_and_worker,
@@ -93,7 +95,11 @@ def test_counts_follow_real_submissions_and_deliveries(metered, relay):
         sub + '{form="hosted",outcome="rejected",reason="invalid"}': 1,
         sub + '{form="default",outcome="accepted",reason=""}': 2,
         sub + '{form="default",outcome="rejected",reason="origin"}': 1,
-        sub + '{form="default",outcome="rejected",reason="honeypot"}': 1,
+        sub + '{form="default",outcome="dropped",reason=""}': 1,
+        'formpost_spam_verdicts_total{form="default",verdict="accept"}': 2,
+        'formpost_spam_verdicts_total{form="default",verdict="drop"}': 1,
+        'formpost_spam_verdicts_total{form="hosted",verdict="accept"}': 1,
+        'formpost_spam_reasons_total{layer="rules",rule="honeypot",verdict="drop"}': 1,
         dlv + '{outcome="sent"}': 2,
         dlv + '{outcome="failed"}': 1,
         "formpost_delivery_latency_seconds_count": 2,
@@ -168,3 +174,24 @@ def test_counters_add_up_across_gunicorn_and_delivery_processes(make_relay, tmp_
         values = scraped()
     assert values[accepted] == posts
     assert values["formpost_delivery_latency_seconds_count"] == posts
+
+
+def test_spam_reasons_are_counted_by_fixed_codes_only(make_app, relay):
+    app = make_app(
+        relay.env(
+            METRICS_TOKEN=TOKEN, ALLOWED_ORIGINS=ORIGIN, SPAM_BLOCKED_WORDS="casino"
+        )
+    )
+    client = app.test_client()
+    before = scrape(client)
+    headers = {"Origin": ORIGIN, "Accept": "application/json"}
+    client.post("/f/default", data={"message": "casino chips"}, headers=headers)
+    # A code that is not a plain identifier is counted as "other".
+    metrics.verdict("default", "quarantine", [("rules", "Bad Code!\n")])
+    after = scrape(client)
+    reasons = 'formpost_spam_reasons_total{layer="rules",rule="%s",verdict="%s"}'
+    assert delta(before, after, reasons % ("blocked_word", "quarantine")) == 1
+    assert delta(before, after, reasons % ("other", "quarantine")) == 1
+    sub = 'formpost_submissions_total{form="default",outcome="quarantined",reason=""}'
+    assert delta(before, after, sub) == 1
+    assert "casino" not in client.get("/metrics", headers=AUTH).get_data(as_text=True)

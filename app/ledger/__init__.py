@@ -15,15 +15,19 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | search.py      | filters, search queries, keyset page cursors                 |
 | timeline.py    | delivery attempts; a submission's detail                     |
 | actions.py     | retry now, erase to a tombstone (counter kept exact)         |
+| release.py     | spam and dropped rows released to the queue by an owner      |
+| deliveries.py  | webhooks, Apprise, autoresponses: one queued row per channel |
 | queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
 | owners.py      | the console's owner accounts (argon2id hashes only)          |
 | tokens.py      | API tokens (SHA-256 of each token only)                      |
+| proofs.py      | proofs of work already spent (ALTCHA), until they expire     |
 
 Every database error that leaves the package is a StorageError.
 """
 
 from ..errors import StorageError
 from .content import Content
+from .deliveries import Channel, ClaimedDelivery
 from .driver import default_url, make_engine
 from .limits import LimitExceeded, Limits
 from .queue import Claimed, Ledger, Outcome, Stats, new_receipt
@@ -46,7 +50,9 @@ __all__ = [
     "Detail",
     "Filters",
     "Page",
+    "Channel",
     "Claimed",
+    "ClaimedDelivery",
     "Content",
     "Ledger",
     "LimitExceeded",

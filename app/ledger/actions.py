@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, select, update
 
 from . import index
+from .files import delete_files
 from .limits import add_to_backlog
 from .schema import BACKLOG, CONTENT_COLUMNS, counters, submissions
 
 UNDELIVERED = ("pending", "sending")
-DELIVERED = ("sent", "failed")
+# Rows not in the backlog: delivered or given up, quarantined, dropped.
+DELIVERED = ("sent", "failed", "spam", "dropped")
 BATCH = 500
 
 
@@ -72,6 +74,9 @@ def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
         "lease_until": None,
         "claim_token": None,
         "fingerprint": None,
+        # The reasons can name the visitor's IP or address domain.
+        "verdict": None,
+        "body_digest": None,
     }
     erased = 0
     for states in (UNDELIVERED, DELIVERED):
@@ -83,4 +88,7 @@ def erase(conn: Connection, ids: Sequence[int], now: float) -> int:
         erased += count
     if erased:
         conn.execute(index.unindex_rows(conn.dialect.name), {"ids": list(ids)})
+        # The files go with the content: nothing of them stays in a tombstone.
+        tombstones = select(c.id).where(c.id.in_(ids), c.state == "deleted")
+        delete_files(conn, tombstones)
     return erased

@@ -221,13 +221,18 @@ class Admission:
             writes.append((bucket.key, tat + bucket.interval))
         return None, writes
 
-    def charge(self, writes: Sequence[tuple[str, float]]) -> None:
-        """Write the buckets' new states and count the stored row."""
+    def charge(self, writes: Sequence[tuple[str, float]], queued: bool = True) -> None:
+        """Write the buckets' new states and count the stored row.
+
+        `queued` False: the row is not for the workers (quarantined or
+        dropped), so the backlog does not grow.
+        """
         stmt = _write_bucket(self.engine.dialect.name)
         for key, tat in writes:
             params = {"key": key, "tat": tat}
             self.cursor.execute(*driver_args(stmt, params, self.engine))
-        self.backlog += 1
+        if queued:
+            self.backlog += 1
 
     def _tat(self, bucket: Bucket, now: float) -> float:
         cursor = self.cursor
@@ -282,3 +287,65 @@ def take_token(
         return tat + interval - seconds - now
     conn.execute(_write_bucket(conn.dialect.name), {"key": key, "tat": tat + interval})
     return None
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    """How one limit stands for a post, read without taking anything."""
+
+    name: str  # "rate 5/60 s", "quota", "backlog"
+    ok: bool
+    detail: str
+
+
+def peek(
+    conn: Connection,
+    limits: Limits | None,
+    buckets: Sequence[Bucket],
+    now: float,
+) -> list[LimitCheck]:
+    """Say how each limit stands for a post, reading only (explain).
+
+    The same arithmetic as `Admission.check`, without locks or writes: a
+    bucket with no row is seeded from history in memory only.
+    """
+    if limits is None:
+        return []
+    checks = []
+    if limits.backlog:
+        backlog = conn.execute(
+            select(counters.c.value).where(counters.c.name == BACKLOG)
+        ).scalar()
+        backlog = int(backlog or 0)
+        checks.append(
+            LimitCheck(
+                "backlog",
+                backlog < limits.backlog,
+                f"{backlog} undelivered, limit {limits.backlog}",
+            )
+        )
+    for bucket in buckets:
+        tat = conn.execute(_read_bucket(), {"key": bucket.key}).scalar()
+        if tat is None:
+            params = dict(bucket.history_params)
+            params.update(since=now - bucket.seconds, count=bucket.count)
+            tat = float("-inf")
+            rows = conn.execute(bucket.history, params).scalars().all()
+            for created_at in reversed(rows):
+                tat = max(tat, created_at) + bucket.interval
+                tat = min(tat, created_at + bucket.seconds)
+        tat = max(float(tat), now)
+        left = int((bucket.seconds - (tat - now)) / bucket.interval + _SLACK)
+        left = max(0, min(bucket.count, left))
+        name = (
+            f"rate {bucket.count}/{bucket.seconds:g} s per client"
+            if bucket.reason == "rate"
+            else f"quota {bucket.count}/day per recipient"
+        )
+        if left:
+            detail = f"{left} of {bucket.count} left"
+        else:
+            wait = tat + bucket.interval - bucket.seconds - now
+            detail = f"none left; the next in {max(1, int(wait + 0.999))} s"
+        checks.append(LimitCheck(name, left > 0, detail))
+    return checks

@@ -34,24 +34,37 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..clock import Clock
 from ..errors import StorageError
 from ..message import Envelope
-from . import actions, index
+from . import actions, deliveries, index, proofs
 from .content import Content, search_columns
+from .deliveries import Channel, ClaimedDelivery
 from .driver import driver_args, driver_transaction, reading, writing
+from .files import (
+    Attachment,
+    StoredFile,
+    delete_files,
+    list_files,
+    read_chunks,
+    store_files,
+)
 from .groupcommit import GroupCommit, Pending
 from .limits import (
     DAY,
     Admission,
     Bucket,
+    LimitCheck,
     LimitExceeded,
     Limits,
     add_to_backlog,
     buckets_for,
     lock_backlog,
+    peek,
     take_token,
 )
+from .release import release as release_rows
 from .schema import (
     BACKLOG,
     BOUNDS,
+    DELIVERY_STATES,
     RELAY_KEY,
     STATES,
     counters,
@@ -78,6 +91,7 @@ class Claimed:
     envelope: Envelope
     attempts: int
     queued_at: float
+    files: int = 0  # attachments to read from the ledger when sending
 
 
 @dataclass(frozen=True)
@@ -113,9 +127,13 @@ ROW_COLUMNS = (
     "receipt", "form_id", "recipient_alias", "mail_from", "recipients", "subject",
     "message_id", "raw", "dedupe_key", "state", "attempts", "created_at",
     "queued_at", "next_attempt_at", "client_ip", "fingerprint", "name", "email",
-    "message", "fields", "origin", "user_agent",
+    "message", "fields", "origin", "user_agent", "verdict", "body_digest",
+    "file_count",
 )  # fmt: skip
+# What a spam verdict stores a post as (app/spam): accept, quarantine, drop.
+VERDICT_STATES = {"accept": "pending", "quarantine": "spam", "drop": "dropped"}
 UNDELIVERED = ("pending", "sending")
+DELIVERY_RETRY = ("failed", "disabled", "pending")
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,8 @@ class _Store:
     fingerprint_since: float | None  # None: no content dedupe for this post
     now: float
     search: dict[str, str]  # the full-text index's columns (index.py)
+    channels: tuple[Channel, ...] = ()  # deliveries beyond the email
+    files: tuple[StoredFile, ...] = ()  # written in the row's transaction
 
 
 def _check_fits(row: dict[str, Any]) -> None:
@@ -149,13 +169,15 @@ def _lock_counters() -> Any:
     return select(counters.c.value).where(counters.c.name == BACKLOG).with_for_update()
 
 
-@functools.lru_cache(maxsize=2)
-def _insert_statement(dialect: str) -> Any:
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str, returning: bool = False) -> Any:
     values: dict[str, Any] = {k: bindparam(k) for k in ROW_COLUMNS}
     if dialect == "postgresql":
         # The row's search vector in the INSERT itself: no second write.
         values["search"] = index.pg_search_value()
-        return insert(index.pg_submissions()).values(values)
+        stmt = insert(index.pg_submissions()).values(values)
+        # The id only for a row with files, which point at it.
+        return stmt.returning(submissions.c.id) if returning else stmt
     return insert(submissions).values(values)
 
 
@@ -230,6 +252,7 @@ def _claim_statement() -> Any:
             c.message_id,
             c.attempts,
             c.queued_at,
+            c.file_count,
         )
     )
 
@@ -273,6 +296,8 @@ class Ledger:
         # Rows run on the driver's cursor raise the driver's own exceptions;
         # a failed COMMIT raises SQLAlchemy's.
         self._integrity_errors = (IntegrityError, dbapi.IntegrityError)
+        # When spend_proof last deleted expired proofs (proofs.PURGE_EVERY).
+        self._proofs_purged_at = float("-inf")
         self._storage_errors = (SQLAlchemyError, dbapi.Error)
 
     def _reading(self) -> AbstractContextManager[Connection]:
@@ -295,6 +320,11 @@ class Ledger:
         limits: Limits | None = None,
         fingerprint: str | None = None,
         content: Content | None = None,
+        verdict: str = "accept",
+        verdict_json: str | None = None,
+        body_digest: str | None = None,
+        channels: Sequence[Channel] = (),
+        files: Sequence[StoredFile] = (),
     ) -> str:
         """INSERT and COMMIT one submission; return its receipt.
 
@@ -305,9 +335,20 @@ class Ledger:
         number of rows however large the table. Posts in flight together
         share one COMMIT (group commit). Raise LimitExceeded when a limit
         refuses, StorageError if nothing was committed. `content` is what the
-        visitor sent, stored as data and indexed for search.
+        visitor sent, stored as data and indexed for search; `files` are
+        written in the same transaction as the row (files.py).
+
+        `verdict` (accept, quarantine, drop) picks the state: `pending` for
+        the workers, `spam` (kept, never claimed until released) or
+        `dropped` (never claimed; hidden from the inbox). A dropped row keeps
+        its message, so an owner can still release a real customer's post
+        that a browser's autofill put into the honeypot; retention erases it
+        like any other. The limits and dedupe apply the same to all three.
+        `channels` get one delivery each in the same transaction, for an
+        accepted (pending) row only (deliveries.py); a release creates them.
         """
         now = self.clock.now()
+        state = VERDICT_STATES[verdict]
         content = content or Content()
         receipt = new_receipt()
         row = {
@@ -320,7 +361,7 @@ class Ledger:
             "message_id": envelope.message_id,
             "raw": envelope.data,
             "dedupe_key": dedupe_digest(dedupe_key) if dedupe_key else None,
-            "state": "pending",
+            "state": state,
             "attempts": 0,
             "created_at": now,
             "queued_at": now,
@@ -328,6 +369,9 @@ class Ledger:
             "client_ip": client_ip[:64] if client_ip else None,
             "fingerprint": fingerprint,
             **content.columns(),
+            "verdict": verdict_json,
+            "body_digest": body_digest,
+            "file_count": len(files),
         }
         _check_fits(row)
         search = search_columns(
@@ -342,6 +386,8 @@ class Ledger:
                 fingerprint_since=now - window if fingerprint and window else None,
                 now=now,
                 search=search,
+                channels=tuple(channels),
+                files=tuple(files),
             )
         )
         self._commits.run(item)
@@ -381,7 +427,7 @@ class Ledger:
         answers: list[tuple[str | None, LimitExceeded | None]] = []
         with driver_transaction(engine) as cursor:
             admission = Admission(cursor, engine, lock_backlog(cursor, engine))
-            stored = 0
+            queued = 0
             days: dict[tuple[str, int], int] = {}
             for item in batch:
                 store: _Store = item.request
@@ -395,22 +441,40 @@ class Ledger:
                 if refusal is not None:
                     answers.append((None, refusal))
                     continue
-                admission.charge(writes)
                 row = store.row
+                admission.charge(writes, queued=row["state"] == "pending")
                 if dialect == "sqlite":
                     cursor.execute(*driver_args(insert_row, row, engine))
-                    entry = {"id": cursor.lastrowid, **store.search}
+                    row_id = cursor.lastrowid
+                    entry = {"id": row_id, **store.search}
                     cursor.execute(*driver_args(index_row, entry, engine))
                 else:
                     params = {**row, "search_text": index.search_text(store.search)}
-                    cursor.execute(*driver_args(insert_row, params, engine))
-                key = (row["form_id"], int(store.now // DAY))
-                days[key] = days.get(key, 0) + 1
-                stored += 1
+                    stmt = _insert_statement(dialect, bool(store.files))
+                    cursor.execute(*driver_args(stmt, params, engine))
+                    row_id = cursor.fetchone()[0] if store.files else None
+                if store.files:
+                    store_files(cursor, engine, row_id, store.files)
+                # The backlog is what the workers have to send: quarantined
+                # and dropped rows are not in it (a release adds to it).
+                if row["state"] == "pending":
+                    queued += 1
+                if store.channels and row["state"] == "pending":
+                    add = deliveries.insert_statement(dialect)
+                    for channel in store.channels:
+                        params = deliveries.params_for(
+                            row["receipt"], channel, store.now
+                        )
+                        cursor.execute(*driver_args(add, params, engine))
+                # Daily counts are messages the form got, not dropped posts.
+                if row["state"] != "dropped":
+                    key = (row["form_id"], int(store.now // DAY))
+                    days[key] = days.get(key, 0) + 1
                 answers.append((row["receipt"], None))
-            if stored:
-                add = driver_args(add_to_backlog(), {"delta": stored}, engine)
+            if queued:
+                add = driver_args(add_to_backlog(), {"delta": queued}, engine)
                 cursor.execute(*add)
+            if days:
                 count = _count_statement(dialect)
                 for (form_id, day), n in days.items():
                     params = {"form_id": form_id, "day": day, "count": n}
@@ -438,6 +502,54 @@ class Ledger:
             if found is not None:
                 return found[0]
         return None
+
+    def preview(
+        self,
+        *,
+        form_id: str,
+        alias: str,
+        client_ip: str | None,
+        limits: Limits | None,
+        dedupe_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> tuple[list[LimitCheck], str | None]:
+        """Say how a post would fare with the limits and dedupe; change nothing.
+
+        Return each limit's standing and the receipt of the post it would
+        repeat (None: not a repeat). For `explain`: no token is taken.
+        """
+        now = self.clock.now()
+        buckets = buckets_for(limits, form_id, client_ip, alias)
+        window = limits.dedupe_window if limits is not None else 0.0
+        with self._reading() as conn:
+            checks = peek(conn, limits, buckets, now)
+            first = None
+            if dedupe_key:
+                first = conn.execute(
+                    _by_dedupe_key(), {"key": dedupe_digest(dedupe_key)}
+                ).scalar()
+            if first is None and fingerprint and window:
+                first = conn.execute(
+                    _by_fingerprint(),
+                    {"fingerprint": fingerprint, "since": now - window},
+                ).scalar()
+        return checks, first
+
+    def body_count(self, digest: str, since: float, cap: int = 10) -> int:
+        """Count rows of any form and state with this body digest since `since`.
+
+        Read-only, on the (body_digest, created_at) index; counting stops at
+        `cap`, which is all the repeat rule needs to know.
+        """
+        c = submissions.c
+        found = (
+            select(c.id)
+            .where(c.body_digest == digest, c.created_at >= since)
+            .limit(cap)
+            .subquery()
+        )
+        with self._reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(found)).scalar())
 
     def _receipt_for(self, digest: str) -> str | None:
         query = select(submissions.c.receipt).where(submissions.c.dedupe_key == digest)
@@ -481,6 +593,7 @@ class Ledger:
                 ),
                 attempts=attempts,
                 queued_at=queued_at,
+                files=file_count,
             )
             for (
                 row_id,
@@ -491,6 +604,7 @@ class Ledger:
                 message_id,
                 attempts,
                 queued_at,
+                file_count,
             ) in rows
         ]
         claimed.sort(key=lambda c: c.id)
@@ -627,6 +741,27 @@ class Ledger:
         with self._writing() as conn:
             return take_token(conn, parts, count, seconds, self.clock.now())
 
+    def spend_proof(self, digest: str, expires_at: float) -> bool:
+        """Spend a proof of work; False when it was spent before (a replay).
+
+        Atomic across processes and machines (proofs.py); now and then the
+        same transaction deletes the proofs that have expired.
+        """
+        now = self.clock.now()
+        purge = now - self._proofs_purged_at >= proofs.PURGE_EVERY
+        with self._writing() as conn:
+            fresh = proofs.spend(conn, digest, expires_at)
+            if purge:
+                proofs.purge_expired(conn, now)
+        if purge:
+            self._proofs_purged_at = now
+        return fresh
+
+    def proof_spent(self, digest: str) -> bool:
+        """Say whether a proof of work was spent already, without spending it."""
+        with self._reading() as conn:
+            return proofs.is_spent(conn, digest)
+
     # -- operators ---------------------------------------------------------
 
     def stats(self) -> Stats:
@@ -655,6 +790,18 @@ class Ledger:
             relay=None if relay is None else dict(relay._mapping),
         )
 
+    def count_in(self, states: Sequence[str]) -> dict[str, int]:
+        """Count the rows in each of these states (through the state index)."""
+        c = submissions.c
+        query = (
+            select(c.state, func.count())
+            .where(c.state.in_(list(states)))
+            .group_by(c.state)
+        )
+        with self._reading() as conn:
+            found = dict(conn.execute(query).all())
+        return {state: found.get(state, 0) for state in states}
+
     def rows(self, state: str | None = None, limit: int = 50) -> list[Any]:
         """List submissions, newest first, without their message bytes."""
         query = select(*_LISTED).order_by(submissions.c.id.desc()).limit(limit)
@@ -662,6 +809,12 @@ class Ledger:
             query = query.where(submissions.c.state == state)
         with self._reading() as conn:
             return list(conn.execute(query).all())
+
+    def receipt_of(self, row_id: int) -> str | None:
+        """Return the receipt of the row with this id, or None."""
+        with self._reading() as conn:
+            query = select(submissions.c.receipt).where(submissions.c.id == row_id)
+            return conn.execute(query).scalar_one_or_none()
 
     def row(self, receipt: str) -> Any | None:
         """Return the submission with this receipt (no message bytes), or None."""
@@ -706,6 +859,8 @@ class Ledger:
                     delivery_attempts.c.submission_id.in_(purged)
                 )
             )
+            deliveries.purge_for(conn, purged)
+            delete_files(conn, purged)
             if self.engine.dialect.name == "sqlite":
                 conn.execute(index.unindex_purged(), {"cutoff": cutoff})
             result = conn.execute(
@@ -727,15 +882,17 @@ class Ledger:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        hide: tuple[str, ...] = (),
     ) -> Page:
         """Return one page of matching rows, newest first, and the next cursor.
 
         `query` is plain words, all of which must match (search.py). Raise
-        BadCursor for a cursor this ledger did not hand out.
+        BadCursor for a cursor this ledger did not hand out. Rows in a state
+        named in `hide` are left out.
         """
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        filters = Filters(query, form, state, since, until)
+        filters = Filters(query, form, state, since, until, hide)
         below = decode_cursor(cursor)
         stmt = matching(_LISTED, filters, self.engine.dialect.name, below)
         if stmt is None:
@@ -769,6 +926,21 @@ class Ledger:
         with self._reading() as conn:
             return read_detail(conn, receipt, _LISTED)
 
+    def files(self, submission_id: int) -> list[Attachment]:
+        """Return a submission's files (without their bytes), in posted order."""
+        try:
+            with self._reading() as conn:
+                return list_files(conn, submission_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read attachments: {exc}") from exc
+
+    def file_bytes(self, attachment_id: int) -> Iterator[bytes]:
+        """Yield a stored file's bytes, one chunk per short read."""
+        try:
+            yield from read_chunks(self.engine, attachment_id)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not read an attachment: {exc}") from exc
+
     def retry_now(self, receipts: Sequence[str]) -> int:
         """Make these pending or failed rows due now; return how many."""
         return self._by_receipts(receipts, actions.retry_now)
@@ -776,6 +948,29 @@ class Ledger:
     def erase(self, receipts: Sequence[str]) -> int:
         """Erase these rows to tombstones (actions.py); return how many."""
         return self._by_receipts(receipts, actions.erase)
+
+    def release_spam(self, receipts: Sequence[str], by: str | None = None) -> int:
+        """Deliver these spam or dropped rows after all; return how many moved.
+
+        In one transaction: each named row in state spam or dropped (with
+        its message) goes to pending, due now, its verdict kept and the
+        release (by whom) in its timeline. Rows in any other state, and
+        unknown receipts, are left alone and not counted.
+        """
+        receipts = list(receipts)
+        now = self.clock.now()
+        done = 0
+        with self._writing() as conn:
+            for start in range(0, len(receipts), actions.BATCH):
+                chunk = receipts[start : start + actions.BATCH]
+                query = select(submissions.c.id).where(submissions.c.receipt.in_(chunk))
+                ids = list(conn.execute(query).scalars())
+                done += release_rows(conn, ids, now, by)
+        return done
+
+    def release_matching(self, filters: Filters, by: str | None = None) -> int:
+        """Release every spam or dropped row matching `filters`, in batches."""
+        return self._by_filter(filters, functools.partial(release_rows, by=by))
 
     def retry_matching(self, filters: Filters) -> int:
         """Retry now every row matching `filters`, in bounded batches."""
@@ -786,13 +981,17 @@ class Ledger:
         return self._by_filter(filters, actions.erase)
 
     def erase_delivered_before(self, cutoff: float) -> int:
-        """Erase sent rows created before `cutoff` (retention); return how many."""
+        """Erase rows created before `cutoff` (retention); return how many.
+
+        Sent rows, and the spam verdict's quarantined and dropped rows: a
+        quarantined post nobody released within the retention goes too.
+        """
         c = submissions.c
         done = 0
         while True:
             query = (
                 select(c.id)
-                .where(c.state == "sent", c.created_at < cutoff)
+                .where(c.state.in_(("sent", "spam", "dropped")), c.created_at < cutoff)
                 .order_by(c.id)
                 .limit(actions.BATCH)
             )
@@ -845,6 +1044,90 @@ class Ledger:
             with self._writing() as conn:
                 done += action(conn, ids, self.clock.now())
             below = ids[-1]
+
+    # -- deliveries beyond the email (deliveries.py) -----------------------
+
+    def create_deliveries(self, receipt: str, channels: Sequence[Channel]) -> int:
+        """Create the deliveries of an accepted submission (idempotent).
+
+        For a quarantined post released to pending: call after the release.
+        Nothing for spam, dropped or erased rows. Return how many are new.
+        """
+        with self._writing() as conn:
+            return deliveries.create(conn, receipt, channels, self.clock.now())
+
+    def claim_deliveries(self, batch: int, lease: float) -> list[ClaimedDelivery]:
+        """Take up to `batch` due deliveries under a lease."""
+        try:
+            with self._writing() as conn:
+                return deliveries.claim(conn, batch, lease, self.clock.now())
+        except self._storage_errors as exc:
+            raise StorageError(f"could not claim deliveries: {exc}") from exc
+
+    def extend_deliveries(self, rows: Sequence[ClaimedDelivery], lease: float) -> None:
+        """Push the lease of deliveries still held further into the future."""
+        with self._writing() as conn:
+            deliveries.extend(conn, rows, self.clock.now() + lease)
+
+    def settle_delivery(
+        self, row: ClaimedDelivery, values: dict[str, Any], give_back: bool = False
+    ) -> bool:
+        """Record a delivery's outcome if this claim still holds it."""
+        try:
+            with self._writing() as conn:
+                return deliveries.settle(conn, row, values, give_back)
+        except self._storage_errors as exc:
+            raise StorageError(f"could not record a delivery: {exc}") from exc
+
+    def delivery_source(self, submission_id: int) -> Any | None:
+        """The submission a delivery is about (receipt, form, content)."""
+        with self._reading() as conn:
+            return deliveries.source(conn, submission_id)
+
+    def deliveries(self, receipt: str) -> list[Any]:
+        """Every delivery of one submission, with the endpoint's 410 reason."""
+        with self._reading() as conn:
+            return deliveries.listing(conn, receipt)
+
+    def retry_deliveries(
+        self,
+        receipts: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
+        delivery_ids: Sequence[int] | None = None,
+        failed_only: bool = False,
+    ) -> int:
+        """Make failed, disabled or pending deliveries due now; return how many.
+
+        Of these submissions (receipts, or row ids), these deliveries, or all;
+        `failed_only` leaves pending ones as they are.
+        """
+        states = ("failed", "disabled") if failed_only else DELIVERY_RETRY
+        with self._writing() as conn:
+            if receipts is not None:
+                ids = list(
+                    conn.execute(
+                        select(submissions.c.id).where(
+                            submissions.c.receipt.in_(list(receipts))
+                        )
+                    ).scalars()
+                )
+            return deliveries.retry(conn, self.clock.now(), ids, delivery_ids, states)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries beyond the email by state (every state, 0 included)."""
+        with self._reading() as conn:
+            found = deliveries.counts(conn)
+        return {state: found.get(state, 0) for state in DELIVERY_STATES}
+
+    def disable_target(self, target: str, reason: str) -> None:
+        """Remember that an endpoint answered 410 Gone."""
+        with self._writing() as conn:
+            deliveries.disable_target(conn, target, reason, self.clock.now())
+
+    def disabled_reason(self, target: str) -> str | None:
+        """Why an endpoint is disabled, or None."""
+        with self._reading() as conn:
+            return deliveries.disabled_reason(conn, target)
 
     def ping(self) -> None:
         """Raise StorageError unless the database answers."""

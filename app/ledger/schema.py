@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
     select,
     text,
@@ -35,8 +36,8 @@ from . import index
 from .content import read_message, search_columns
 
 # `spam`: quarantined by the spam verdict, stored but not delivered until an
-# owner releases it. `dropped`: a tombstone of a post the verdict dropped
-# (no content, no message; the reasons stay in `verdict`).
+# owner releases it. `dropped`: a post the verdict dropped, kept (with its
+# reasons in `verdict`) so an owner can still release a false drop.
 STATES = ("pending", "sending", "sent", "failed", "spam", "dropped", "deleted")
 # What the visitor sent, cleared when a row is erased (a tombstone is left).
 CONTENT_COLUMNS = ("name", "email", "message", "fields", "user_agent", "client_ip")
@@ -89,6 +90,28 @@ submissions = Table(
     # SHA-256 of the normalised message body, for "the same body posted again
     # across forms" (app/spam/rules.py).
     Column("body_digest", String(64)),
+    # How many files came with the post (version 8): the worker reads them
+    # from `attachments` only for rows that have some.
+    Column("file_count", Integer, nullable=False, server_default="0"),
+)
+# A submission's files (files.py): one row per file, its bytes in chunks.
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("submission_id", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(127), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+)
+attachment_chunks = Table(
+    "attachment_chunks",
+    metadata,
+    Column("attachment_id", BigInteger, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 # Full-text search: SQLite keeps an FTS5 table `submission_search` (rowid =
 # submissions.id); PostgreSQL a tsvector column `submissions.search` with a
@@ -176,6 +199,48 @@ spent_proofs = Table(
     metadata,
     Column("digest", String(64), primary_key=True),
     Column("expires_at", Float, nullable=False),
+)
+# Notifications beyond the email (version 8): one row per submission and
+# channel (webhook, apprise, autoresponse), a queue of its own with the same
+# lease, backoff and dead letter as the email's. `target` is a digest of the
+# channel as configured, never the URL itself (a secret); the worker finds the
+# channel again in the form's configuration at send time. `label` is what the
+# console shows (scheme and host of a webhook, the scheme of an Apprise URL).
+DELIVERY_KINDS = ("webhook", "apprise", "autoresponse")
+DELIVERY_STATES = ("pending", "sending", "sent", "failed", "disabled")
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("submission_id", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("queued_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("claim_token", String(32)),
+    Column("last_attempt_at", Float),
+    Column("last_error", Text),
+    Column("sent_at", Float),
+    # The Standard Webhooks `webhook-id`: the same on every retry.
+    Column("webhook_id", String(40), nullable=False),
+    # Autoresponses: "<utc day>:<digest of the address>", unique, so one
+    # address gets at most one per day across forms.
+    Column("once_key", String(80), unique=True),
+    UniqueConstraint("submission_id", "target"),
+)
+# Webhook endpoints that answered 410 Gone: no more attempts until an owner
+# retries one of their deliveries.
+disabled_targets = Table(
+    "disabled_targets",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("disabled_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
 )
 schema_version = Table(
     "formpost_schema", metadata, Column("version", Integer, nullable=False)
@@ -453,6 +518,72 @@ def _v7_spam(conn: Connection) -> None:
     v7.create_all(conn)
 
 
+def _v8_deliveries(conn: Connection) -> None:
+    # Deliveries to webhooks, Apprise and autoresponses, each with its own
+    # state; the email's delivery stays in `submissions`.
+    v8 = MetaData()
+    Table(
+        "deliveries",
+        v8,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("submission_id", BigInteger, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("target", String(64), nullable=False),
+        Column("label", String(200), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("queued_at", Float, nullable=False),
+        Column("next_attempt_at", Float, nullable=False),
+        Column("lease_until", Float),
+        Column("claim_token", String(32)),
+        Column("last_attempt_at", Float),
+        Column("last_error", Text),
+        Column("sent_at", Float),
+        Column("webhook_id", String(40), nullable=False),
+        Column("once_key", String(80), unique=True),
+        UniqueConstraint("submission_id", "target"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+    Table(
+        "disabled_targets",
+        v8,
+        Column("target", String(64), primary_key=True),
+        Column("disabled_at", Float, nullable=False),
+        Column("reason", Text, nullable=False),
+    )
+    v8.create_all(conn)
+
+
+def _v9_attachments(conn: Connection) -> None:
+    # Files posted with a submission, in the database so that they commit
+    # with their row and every machine sharing the database can send them.
+    conn.exec_driver_sql(
+        "ALTER TABLE submissions ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0"
+    )
+    v9 = MetaData()
+    Table(
+        "attachments",
+        v9,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("submission_id", BigInteger, nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("filename", String(255), nullable=False),
+        Column("content_type", String(127), nullable=False),
+        Column("size", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Index("ix_attachments_submission", "submission_id", "position"),
+    )
+    Table(
+        "attachment_chunks",
+        v9,
+        Column("attachment_id", BigInteger, primary_key=True),
+        Column("seq", Integer, primary_key=True),
+        Column("data", LargeBinary, nullable=False),
+    )
+    v9.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_client_ip,
@@ -461,6 +592,8 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_content,
     _v6_api_tokens,
     _v7_spam,
+    _v8_deliveries,
+    _v9_attachments,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -60,7 +60,8 @@ class BadCursor(ValueError):
 class Filters:
     """Which submissions: words to search for, form, state and time range.
 
-    `since` and `until` bound created_at (since <= created_at < until).
+    `since` and `until` bound created_at (since <= created_at < until);
+    `hide` names states left out (the console's inbox hides spam).
     """
 
     query: str | None = None
@@ -68,6 +69,7 @@ class Filters:
     state: str | None = None
     since: float | None = None
     until: float | None = None
+    hide: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def matching(
         stmt = stmt.where(c.form_id == filters.form)
     if filters.state is not None:
         stmt = stmt.where(c.state == filters.state)
+    if filters.hide:
+        stmt = stmt.where(c.state.not_in(filters.hide))
     if filters.since is not None:
         stmt = stmt.where(c.created_at >= filters.since)
     if filters.until is not None:

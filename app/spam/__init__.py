@@ -9,7 +9,8 @@ three verdicts:
 - `quarantine`: stored with state `spam`, not delivered until an owner
   releases it (console, `outbox release ID`);
 - `drop`: answered like success, nothing delivered; the ledger keeps a
-  tombstone (state `dropped`) with the reasons.
+  post (state `dropped`) with the reasons, hidden, for an owner to release
+  a false drop.
 
 The visitor never learns which: the answer is the same for all three.
 

@@ -33,7 +33,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import current_app, has_app_context
 
 from . import Reason, SpamContext
 from .remote import Unavailable, post_json
@@ -64,6 +64,10 @@ NOT_FOR_WEB_POSTS = json.dumps(
 
 def check(ctx: SpamContext, settings: SpamSettings, services: Services) -> list[Reason]:
     """Score the composed message with rspamd, when RSPAMD_URL is set."""
+    # RSPAMD_URL lives in the app's config: no app, no rspamd (a script
+    # calling accept() directly).
+    if not has_app_context():
+        return []
     url = current_app.config.get("RSPAMD_URL")
     if not url or not ctx.message_bytes:
         return []

@@ -7,7 +7,7 @@ stops start-up with a message naming the form and the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from re import Pattern
 from typing import Literal
@@ -21,7 +21,8 @@ class CaptchaSettings:
     """A third-party captcha with the owner's own keys."""
 
     provider: CaptchaProvider
-    secret: str
+    # Kept out of repr: settings end up in tracebacks and debug output.
+    secret: str = field(repr=False)
     site_key: str = ""
     # reCAPTCHA v3 only: a score under this counts toward quarantine.
     min_score: float = 0.5

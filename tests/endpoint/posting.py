@@ -75,6 +75,17 @@ def thanks_url(app: Flask, form_id: str = "default") -> str:
         return url_for("endpoint.thanks", form_id=form_id, _external=True)
 
 
+def kept(app: Flask) -> list[Any]:
+    """The rows that keep a post: all but the spam verdict's drop tombstones."""
+    return [r for r in rows(app) if r.state != "dropped"]
+
+
+def assert_dropped_and_not_sent(app: Flask, relay: Relay) -> None:
+    """Only tombstones of dropped posts (a honeypot) are stored; nothing sent."""
+    assert rows(app) and all(r.state == "dropped" for r in rows(app))
+    assert delivered(app, relay) == []
+
+
 def assert_nothing_stored_or_sent(app: Flask, relay: Relay) -> None:
     assert rows(app) == []
     assert delivered(app, relay) == []

@@ -10,6 +10,7 @@ from .posting import (
     FIELDS,
     JSON,
     SITE,
+    assert_dropped_and_not_sent,
     assert_json_accepted,
     assert_json_error,
     assert_nothing_stored_or_sent,
@@ -117,7 +118,7 @@ def test_named_form_has_its_own_origins_and_redirect_hosts(forms_app):
 def test_named_form_own_honeypot(forms_app, relay):
     client = forms_app.test_client()
     assert_json_accepted(post_support(client, {**FIELDS, "fax_number": "555"}))
-    assert_nothing_stored_or_sent(forms_app, relay)
+    assert_dropped_and_not_sent(forms_app, relay)
     assert_json_accepted(post_support(client, {**FIELDS, "fax_number": ""}))
     assert "fax_number" not in text_of(only_message(forms_app, relay))
 
