@@ -164,6 +164,9 @@ def compose(
         ("Date", format_datetime(date)),
         ("Message-ID", _header_safe("Message-ID", message_id)),
         ("Auto-Submitted", "auto-generated"),
+        # RFC 3282: the language of the labels (the form's), which the
+        # outbox's file-link notice follows when it is added at sending.
+        ("Content-Language", _header_safe("Content-Language", words.lang)),
         ("MIME-Version", "1.0"),
     ]
 

@@ -198,7 +198,7 @@ def challenge(form_id: str) -> ResponseReturnValue:
     as a refused post in /metrics).
     """
     if services().forms.get(form_id) is None:
-        response = jsonify(error="There is no form with this address.")
+        response = jsonify(error=gettext("There is no form with this address."))
         response.status_code = 404
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -16,6 +16,10 @@ output stay English: they are read by the operator and by tools.
 
 from __future__ import annotations
 
+import functools
+import os
+
+from babel import support
 from babel.numbers import format_decimal
 from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_babel import Babel, get_locale
@@ -23,6 +27,7 @@ from flask_babel import Babel, get_locale
 from .languages import DEFAULT_LOCALE, LANGUAGES, html_tag, match_locale
 
 VISITOR_BLUEPRINTS = ("hosted", "endpoint")
+TRANSLATIONS = os.path.join(os.path.dirname(__file__), "translations")
 
 
 def init_app(app: Flask) -> None:
@@ -98,3 +103,21 @@ def mail_locale(language: str | None) -> str:
 def number(value: float) -> str:
     """Write a number as this request's locale does (English outside one)."""
     return format_decimal(value, locale=get_locale() or DEFAULT_LOCALE)
+
+
+@functools.cache
+def catalogue(locale: str) -> support.NullTranslations:
+    """The shipped catalogue of `locale`, for words made outside a request.
+
+    The workers (a chat notification, an email's file-link notice) have no
+    request and no Flask-Babel locale: they write in the form's language
+    through this. English, or a locale without a catalogue: the source text.
+    """
+    if locale not in LANGUAGES or locale == DEFAULT_LOCALE:
+        return support.NullTranslations()
+    return support.Translations.load(TRANSLATIONS, [locale])
+
+
+def locale_number(value: float, locale: str) -> str:
+    """Write a number as `locale` does, outside a request (the workers)."""
+    return format_decimal(value, locale=locale)

@@ -25,6 +25,7 @@ from .clock import Clock
 from .compose import compose_autoresponse, new_message_id
 from .errors import DeliveryError, PermanentError, StorageError, TransientError
 from .formdefs import FormDef
+from .i18n import catalogue, mail_locale
 from .ledger import ClaimedDelivery, Ledger
 from .message import UnsafeHeaderError
 from .notify import fields_of, resolve
@@ -220,6 +221,8 @@ class Notifier:
             source,
             self.settings.public_url,
             bool(form and form.notify.full_message),
+            # The owner's words follow the form's language, as its email's do.
+            mail_locale(form.language if form else None),
         )
         notifier = apprise.Apprise()
         if not notifier.add(url):
@@ -250,19 +253,30 @@ class Notifier:
         return self._sent()
 
 
-def chat_text(source: Any, public_url: str | None, full: bool) -> tuple[str, str]:
-    """The short chat message: subject, sender, console link (and all, if asked)."""
+def chat_text(
+    source: Any, public_url: str | None, full: bool, locale: str = "en"
+) -> tuple[str, str]:
+    """The short chat message: subject, sender, console link (and all, if asked).
+
+    Its words are in `locale` (the form's language); what was sent is as sent.
+    """
+    words = catalogue(locale)
     sender = source.name or ""
     if source.email:
         sender = f"{sender} <{source.email}>" if sender else source.email
-    lines = [f"New submission on {source.form_id}: {source.subject}"]
+    lines = [
+        # TRANSLATORS: first line of a chat notification (Apprise).
+        words.gettext("New submission on %(form)s: %(subject)s")
+        % {"form": source.form_id, "subject": source.subject}
+    ]
     if sender:
-        lines.append(f"From: {sender}")
+        lines.append(words.gettext("From: %(sender)s") % {"sender": sender})
     path = f"/admin/s/{source.receipt}"
     lines.append(
         f"{public_url.rstrip('/')}{path}"
         if public_url
-        else f"Receipt {source.receipt} ({path})"
+        else words.gettext("Receipt %(receipt)s (%(path)s)")
+        % {"receipt": source.receipt, "path": path}
     )
     if full:
         fields = fields_of(source.fields)
@@ -271,4 +285,4 @@ def chat_text(source: Any, public_url: str | None, full: bool) -> tuple[str, str
     body = "\n".join(lines)
     if len(body) > CHAT_MESSAGE_MAX:
         body = body[: CHAT_MESSAGE_MAX - 1] + "…"
-    return source.subject or "New submission", body
+    return source.subject or words.gettext("New submission"), body

@@ -30,6 +30,8 @@ from .errors import (
     TransientError,
 )
 from .filelinks import LINK_DAYS, make_token
+from .i18n import catalogue, locale_number
+from .languages import DEFAULT_LOCALE, exact_locale
 from .ledger import Claimed, Ledger, Outcome
 from .message import Envelope
 from .transport import SendResult, Session, Transport
@@ -450,22 +452,33 @@ class Worker:
         return with_attachments(row.envelope, [], notice=self._link_notice(row, stored))
 
     def _link_notice(self, row: Claimed, stored: list[Any]) -> str:
+        # In the language of the email's own labels (its Content-Language).
+        locale = _mail_locale(row.envelope)
+        words = catalogue(locale)
         names = "\n".join(f"  - {f.filename} ({_size(f.size)})" for f in stored)
         settings = self.settings
         if settings.public_url and settings.secret:
             token = make_token(settings.secret, row.receipt)
             where = (
-                f"Download them from the console (log in as an owner; the link "
-                f"works for {LINK_DAYS} days):\n"
-                f"{settings.public_url.rstrip('/')}/admin/files/{token}"
+                words.ngettext(
+                    "Download them from the console (log in as an owner; the "
+                    "link works for %(num)s day):",
+                    "Download them from the console (log in as an owner; the "
+                    "link works for %(num)s days):",
+                    LINK_DAYS,
+                )
+                % {"num": locale_number(LINK_DAYS, locale)}
+                + f"\n{settings.public_url.rstrip('/')}/admin/files/{token}"
             )
         else:
-            where = f"Find them in the console under submission {row.receipt}."
-        return (
+            where = words.gettext(
+                "Find them in the console under submission %(receipt)s."
+            ) % {"receipt": row.receipt}
+        intro = words.gettext(
             "Files attached to this submission were too large to send by email "
-            "together, so they are not attached:\n"
-            f"{names}\n\n{where}\n"
+            "together, so they are not attached:"
         )
+        return f"{intro}\n{names}\n\n{where}\n"
 
     def _close_session(self) -> None:
         if self._session is not None:
@@ -552,6 +565,17 @@ def _relay_size(session: Session) -> int:
     """The relay's advertised SIZE (EHLO), 0 when it says none."""
     size_limit = getattr(session, "size_limit", None)
     return size_limit() if callable(size_limit) else 0
+
+
+def _mail_locale(envelope: Envelope) -> str:
+    """The shipped locale of a composed email's Content-Language, else English."""
+    head = envelope.data.partition(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-language":
+            found = exact_locale(value.decode("ascii", "replace").strip())
+            return found or DEFAULT_LOCALE
+    return DEFAULT_LOCALE
 
 
 def _size(size: int) -> str:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import puremagic
+from flask_babel import gettext, ngettext
 
 from .errors import Rejected, StorageError
+from .i18n import number
 
 MB = 1024 * 1024
 DEFAULT_TYPES = ("application/pdf", "image/png", "image/jpeg", "text/plain")
@@ -182,9 +184,15 @@ class Receiver:
                 413,
                 self.field,
                 self.filename,
-                f"“{self.filename}” is one file too many: this form takes at "
-                f"most {settings.max_files} file(s). Please choose your files "
-                "again.",
+                ngettext(
+                    "“%(name)s” is one file too many: this form takes at most "
+                    "%(count)s file. Please choose your files again.",
+                    "“%(name)s” is one file too many: this form takes at most "
+                    "%(count)s files. Please choose your files again.",
+                    settings.max_files,
+                    name=self.filename,
+                    count=number(settings.max_files),
+                ),
                 "TOO_MANY_FILES",
             )
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(
@@ -207,9 +215,12 @@ class Receiver:
                 413,
                 self.field,
                 self.filename,
-                f"“{self.filename}” is larger than "
-                f"{size_text(settings.max_file_size)}, the most this form "
-                "takes per file. Please choose your files again.",
+                gettext(
+                    "“%(name)s” is larger than %(size)s, the most this form "
+                    "takes per file. Please choose your files again.",
+                    name=self.filename,
+                    size=size_text(settings.max_file_size),
+                ),
                 "FILE_TOO_LARGE",
             )
         if self.received.total + self.size > settings.max_total_size:
@@ -218,9 +229,13 @@ class Receiver:
                 413,
                 self.field,
                 self.filename,
-                f"With “{self.filename}” the files are larger than "
-                f"{size_text(settings.max_total_size)} together, the most this "
-                "form takes. Please choose your files again.",
+                gettext(
+                    "With “%(name)s” the files are larger than %(size)s "
+                    "together, the most this form takes. Please choose your "
+                    "files again.",
+                    name=self.filename,
+                    size=size_text(settings.max_total_size),
+                ),
                 "FILES_TOO_LARGE",
             )
         if len(self.head) < HEAD:
@@ -269,9 +284,14 @@ class Receiver:
                 415,
                 self.field,
                 self.filename,
-                f"“{self.filename}” is not a file type this form takes (its "
-                f"content is {found}; allowed: {allowed}). Please choose your "
-                "files again.",
+                gettext(
+                    "“%(name)s” is not a file type this form takes (its "
+                    "content is %(found)s; allowed: %(allowed)s). Please "
+                    "choose your files again.",
+                    name=self.filename,
+                    found=found,
+                    allowed=allowed,
+                ),
                 "FILE_TYPE",
             )
         upload = Upload(

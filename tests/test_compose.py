@@ -208,6 +208,7 @@ def test_long_subject_stays_one_header():
         b"Date",
         b"Message-ID",
         b"Auto-Submitted",
+        b"Content-Language",
         b"MIME-Version",
         b"Content-Type",
     }
