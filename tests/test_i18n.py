@@ -616,3 +616,132 @@ def test_translated_answers_vary_by_accept_language(client, forms_app):
     assert "Origin" in answer.headers["Vary"]
     # Nothing was translated: nothing varies.
     assert "Accept-Language" not in client.get("/healthz").headers.get("Vary", "")
+
+
+# -- main's newer words: spam views, files, other channels ----------------------
+
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 40
+ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(200)
+
+
+@pytest.fixture
+def files_app(make_app, relay: Relay, tmp_path) -> Flask:
+    """A Chinese and an English form that take files; emails over 4 kB link them."""
+    forms = tmp_path / "forms.toml"
+    forms.write_text(
+        "".join(
+            f'[forms.{form}]\nrecipients = ["sales"]\nallowed_origins = ["{SITE}"]\n'
+            f'language = "{tag}"\nattachments = {{ max_files = 2 }}\n'
+            for form, tag in (("zh", "zh-CN"), ("en", "en"))
+        ),
+        encoding="utf-8",
+    )
+    return make_app(
+        relay.env(
+            FORMS_FILE=str(forms),
+            ALLOWED_ORIGINS=SITE,
+            ATTACHMENTS_MAX_FILES="2",
+            MAIL_MAX_SIZE="4096",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("accept", "said"),
+    [("zh-CN", "不是此表单接受的文件类型"), ("en", "is not a file type this form")],
+)
+def test_file_refusals_follow_the_visitor(files_app, relay, accept, said):
+    answer = files_app.test_client().post(
+        "/f/zh",
+        data={"message": "你好", "cv": (io.BytesIO(ELF), "简历.exe")},
+        headers={
+            "Origin": SITE,
+            "Accept": "application/json",
+            "Accept-Language": accept,
+        },
+    )
+    assert answer.status_code == 415
+    (error,) = answer.json["errors"]
+    assert error["code"] == "FILE_TYPE"  # codes stay English, for programs
+    assert error["file"] == "简历.exe"
+    assert said in error["message"] and said in answer.json["message"]
+    assert relay.received == []
+
+
+def test_the_hosted_forms_file_input_in_chinese(files_app):
+    page = files_app.test_client().get("/?lang=zh-CN").get_data(as_text=True)
+    assert "文件" in page and "最多 2 个文件" in page
+    assert 'enctype="multipart/form-data"' in page
+
+
+@pytest.mark.parametrize(
+    ("form", "said", "language"),
+    [
+        ("zh", "请在控制台中查看提交", "zh-CN"),
+        ("en", "Find them in the console under submission", "en"),
+    ],
+)
+def test_the_file_link_notice_follows_the_form(files_app, relay, form, said, language):
+    # The visitor's language is the other one: the email follows the form.
+    answer = files_app.test_client().post(
+        f"/f/{form}",
+        data={"message": "你好", "cv": (io.BytesIO(PDF), "cv.pdf")},
+        headers={"Origin": SITE, "Accept-Language": "zh-CN" if form == "en" else "en"},
+    )
+    assert answer.status_code == 303
+    message = _one_mail(files_app, relay)
+    assert message["Content-Language"] == language
+    assert list(message.iter_attachments()) == []
+    (row,) = files_app.extensions["formpost"].ledger.rows()
+    texts = [
+        part.get_content()
+        for part in message.walk()
+        if part.get_content_type() == "text/plain"
+    ]
+    assert any(f"{said} {row.receipt}" in text for text in texts)
+
+
+def test_a_chat_notification_in_the_forms_language():
+    from types import SimpleNamespace
+
+    from app.notifier import chat_text
+
+    source = SimpleNamespace(
+        form_id="zh",
+        subject="",
+        name="张伟",
+        email="zhang.wei@example.cn",
+        receipt="AB12-CD34",
+        fields=(),
+        message="你好",
+    )
+    title, body = chat_text(source, None, False, "zh_Hans_CN")
+    assert title == "新的表单提交"
+    assert body.splitlines() == [
+        "表单 zh 有新提交：",
+        "发件人：张伟 <zhang.wei@example.cn>",
+        "回执编号 AB12-CD34（/admin/s/AB12-CD34）",
+    ]
+    title, body = chat_text(source, None, False)
+    assert title == "New submission"
+    assert body.splitlines()[0] == "New submission on zh: "
+
+
+def test_the_spam_views_in_chinese(console):
+    from .helpers import ledger_of, store_verdict
+
+    app, client = console
+    answer = app.test_client().post(
+        "/f/zh", data={"message": "SEO 优化"}, headers={"Origin": SITE}
+    )
+    assert answer.status_code == 303
+    (row,) = ledger_of(app).rows()
+    store_verdict(ledger_of(app), row.receipt, state="spam")
+    chinese = {"Accept-Language": "zh-CN"}
+    view = client.get("/admin/?state=spam", headers=chinese).get_data(as_text=True)
+    assert "已隔离" in view and "放行全部 1 条符合条件的提交" in view
+    assert "原因" in view and "分数 7.5" in view
+    page = client.get(f"/admin/s/{row.receipt}", headers=chinese)
+    page = page.get_data(as_text=True)
+    assert "垃圾信息判定：已隔离" in page and "放行并投递" in page
+    assert "分数 7.5。" in page
