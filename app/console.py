@@ -715,8 +715,8 @@ def _released(count: int) -> str:
 
 def _deleted(count: int) -> str:
     return ngettext(
-        "%(num)s submission deleted",
-        "%(num)s submissions deleted",
+        "%(count)s submission deleted",
+        "%(count)s submissions deleted",
         count,
         count=number(count),
     )
