@@ -14,7 +14,14 @@ from app.ledger.schema import MIGRATIONS, schema_version, submissions
 from app.ledger.tokens import TokenStore
 
 from .consolekit import log_in, text_of, token, with_owner
-from .helpers import deliver, envelope, ledger_of, mark_sent, posts_in_one_batch
+from .helpers import (
+    deliver,
+    envelope,
+    ledger_of,
+    mark_sent,
+    posts_in_one_batch,
+    services_of,
+)
 from .notifykit import Receiver, forms_toml
 from .test_notifier import notify, notify_app, post, states
 
@@ -220,3 +227,31 @@ def test_version_8_keeps_every_row_and_adds_the_delivery_queue(database_url, clo
     assert old.create_deliveries("OLD1-ROW1", [channel]) == 1
     assert old.delivery_counts()["pending"] == 1
     engine.dispose()
+
+
+def test_a_quarantined_post_gets_no_channel_until_released(
+    make_app, relay, tmp_path, database_url, receiver
+):
+    """Quarantine holds every channel back; a release sends the webhook on,
+    but never the autoresponse (the visitor's address was held as spam)."""
+    toml = forms_toml(webhook=receiver.url)
+    app, clock = notify_app(
+        make_app,
+        relay,
+        tmp_path,
+        toml,
+        DATABASE_URL=database_url,
+        SPAM_BLOCKED_WORDS="engine",
+    )
+    receipt = post(app)
+    assert ledger_of(app).row(receipt).state == "spam"
+    assert states(app, receipt) == {}
+    assert notify(app, clock) == 0 and receiver.received() == []
+
+    assert services_of(app).release([receipt], by="test") == 1
+    assert states(app, receipt) == {"webhook": "pending"}
+    notify(app, clock)
+    assert states(app, receipt) == {"webhook": "sent"}
+    assert len(receiver.received()) == 1
+    assert deliver(app) == 1
+    assert [r.rcpt_tos for r in relay.received] == [["sales@example.com"]]
