@@ -306,16 +306,16 @@ def post_as_bot(page: Page, setup: Setup):
     return posted.value
 
 
-def test_filled_honeypot_keeps_only_a_tombstone(
+def test_filled_honeypot_is_kept_as_dropped_and_not_sent(
     page: Page, setup: Setup, relay: Relay
 ) -> None:
-    """A bot that fills _gotcha gets a 303 like everyone; only a tombstone is kept."""
+    """A bot that fills _gotcha gets a 303 like everyone; kept as dropped, unsent."""
     reply = post_as_bot(page, setup)
     assert reply.status == 303
     page.wait_for_load_state()
     assert [h.method for h in setup.recorder.hits].count("POST") == 1
     (row,) = setup.rows()
-    assert row.state == "dropped" and row.message is None
+    assert row.state == "dropped" and '"rule":"honeypot"' in row.verdict
     assert deliver(setup.app) == 0
     assert relay.received == []
 

@@ -182,9 +182,11 @@ def test_honcho_with_the_procfile_stops(tmp_path):
     assert ended.status == EXIT_CONFIG, ended.output
     assert ended.seconds < STOPS_WITHIN
     names = [line.split("|")[0].split()[-1] for line in ended.fail_lines()]
-    # Once from gunicorn; the worker says it too unless honcho's SIGTERM,
-    # sent when the web stopped, came first.
-    assert names.count("web.1") == 1, ended.output
+    # Each process says it at most once (no reboot loop); whichever reads
+    # the configuration first stops honcho, whose SIGTERM may reach the other
+    # before it has printed its own line (seen under load).
+    assert names, ended.output
+    assert names.count("web.1") <= 1, ended.output
     assert names.count("worker.1") <= 1, ended.output
     assert "Traceback" not in ended.output
 
