@@ -16,6 +16,7 @@ WAL + synchronous=FULL) and PostgreSQL (several machines).
 | timeline.py    | delivery attempts; a submission's detail                     |
 | actions.py     | retry now, erase to a tombstone (counter kept exact)         |
 | release.py     | spam and dropped rows released to the queue by an owner      |
+| lease.py       | claiming due rows under a lease (email and channel queues)   |
 | deliveries.py  | webhooks, Apprise, autoresponses: one queued row per channel |
 | queue.py       | `Ledger`: store, claim, settle, list, search, erase, purge   |
 | owners.py      | the console's owner accounts (argon2id hashes only)          |

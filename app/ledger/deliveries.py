@@ -18,18 +18,17 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Float,
-    Integer,
     String,
     bindparam,
     delete,
     func,
-    or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from .lease import claim_due
 from .schema import deliveries, disabled_targets, submissions
 
 _UPSERT = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
@@ -143,39 +142,16 @@ def create(
 def claim_statement() -> Any:
     """Take due deliveries under a lease: one UPDATE ... RETURNING."""
     c = deliveries.c
-    now = bindparam("now", type_=Float)
-    due = (
-        select(c.id)
-        .where(
-            or_(
-                (c.state == "pending") & (c.next_attempt_at <= now),
-                (c.state == "sending") & (c.lease_until < now),
-            )
-        )
-        .order_by(c.next_attempt_at)
-        .limit(bindparam("batch", type_=Integer))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(deliveries)
-        .where(c.id.in_(due.scalar_subquery()))
-        .values(
-            state="sending",
-            lease_until=bindparam("lease_until", type_=Float),
-            claim_token=bindparam("token", type_=String),
-            attempts=c.attempts + 1,
-            last_attempt_at=now,
-        )
-        .returning(
-            c.id,
-            c.submission_id,
-            c.kind,
-            c.target,
-            c.label,
-            c.webhook_id,
-            c.attempts,
-            c.queued_at,
-        )
+    return claim_due(
+        deliveries,
+        c.id,
+        c.submission_id,
+        c.kind,
+        c.target,
+        c.label,
+        c.webhook_id,
+        c.attempts,
+        c.queued_at,
     )
 
 

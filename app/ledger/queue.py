@@ -23,7 +23,6 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -47,6 +46,7 @@ from .files import (
     store_files,
 )
 from .groupcommit import GroupCommit, Pending
+from .lease import claim_due
 from .limits import (
     DAY,
     Admission,
@@ -220,40 +220,17 @@ def _by_fingerprint() -> Any:
 def _claim_statement() -> Any:
     """Take due rows under a lease: one UPDATE ... RETURNING (built once)."""
     c = submissions.c
-    now = bindparam("now", type_=Float)
-    due = (
-        select(c.id)
-        .where(
-            or_(
-                (c.state == "pending") & (c.next_attempt_at <= now),
-                (c.state == "sending") & (c.lease_until < now),
-            )
-        )
-        .order_by(c.next_attempt_at)
-        .limit(bindparam("batch", type_=Integer))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(submissions)
-        .where(c.id.in_(due.scalar_subquery()))
-        .values(
-            state="sending",
-            lease_until=bindparam("lease_until", type_=Float),
-            claim_token=bindparam("token", type_=String),
-            attempts=c.attempts + 1,
-            last_attempt_at=now,
-        )
-        .returning(
-            c.id,
-            c.receipt,
-            c.mail_from,
-            c.recipients,
-            c.raw,
-            c.message_id,
-            c.attempts,
-            c.queued_at,
-            c.file_count,
-        )
+    return claim_due(
+        submissions,
+        c.id,
+        c.receipt,
+        c.mail_from,
+        c.recipients,
+        c.raw,
+        c.message_id,
+        c.attempts,
+        c.queued_at,
+        c.file_count,
     )
 
 
