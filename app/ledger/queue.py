@@ -217,6 +217,22 @@ def _by_fingerprint() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
+def _body_count_statement() -> Any:
+    # Built once: every scored post asks it, before it is stored.
+    c = submissions.c
+    found = (
+        select(c.id)
+        .where(
+            c.body_digest == bindparam("digest", type_=String),
+            c.created_at >= bindparam("since", type_=Float),
+        )
+        .limit(bindparam("cap", type_=Integer))
+        .subquery()
+    )
+    return select(func.count()).select_from(found)
+
+
+@functools.lru_cache(maxsize=1)
 def _claim_statement() -> Any:
     """Take due rows under a lease: one UPDATE ... RETURNING (built once)."""
     c = submissions.c
@@ -518,15 +534,9 @@ class Ledger:
         Read-only, on the (body_digest, created_at) index; counting stops at
         `cap`, which is all the repeat rule needs to know.
         """
-        c = submissions.c
-        found = (
-            select(c.id)
-            .where(c.body_digest == digest, c.created_at >= since)
-            .limit(cap)
-            .subquery()
-        )
+        params = {"digest": digest, "since": since, "cap": cap}
         with self._reading() as conn:
-            return int(conn.execute(select(func.count()).select_from(found)).scalar())
+            return int(conn.execute(_body_count_statement(), params).scalar())
 
     def _receipt_for(self, digest: str) -> str | None:
         query = select(submissions.c.receipt).where(submissions.c.dedupe_key == digest)
