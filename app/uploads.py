@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-import puremagic
 from flask_babel import gettext, ngettext
 
 from .errors import Rejected, StorageError
@@ -110,6 +109,9 @@ def detect_type(head: bytes, is_text: bool) -> str:
     none, so a file that is valid UTF-8 without NUL bytes is text/plain.
     Anything else is application/octet-stream.
     """
+    # Imported here: only forms that take files pay for its tables.
+    import puremagic
+
     try:
         found = puremagic.from_string(head, mime=True) if head else ""
     except (puremagic.PureError, ValueError):

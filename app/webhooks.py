@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from standardwebhooks.webhooks import Webhook as Signer
-
 from .errors import PermanentError, TransientError
 
 EVENT_TYPE = "form.submission"
@@ -131,6 +129,9 @@ def build(
     when = datetime.fromtimestamp(int(now), UTC)
     payload = {"type": EVENT_TYPE, "timestamp": when.isoformat(), "data": data}
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    # Imported here: only the worker signs, and only for forms with webhooks.
+    from standardwebhooks.webhooks import Webhook as Signer
+
     signature = Signer(secret).sign(webhook_id, when, body)
     headers = {
         "Content-Type": "application/json",
