@@ -68,6 +68,11 @@ class Post:
     honeypot_filled: bool = False
     fill_seconds: float | None = None
     scored: bool = True
+    # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
+    # by the caller from the form's configuration (Services.channels).
+    channels: tuple[Channel, ...] = ()
+    # Received files, in temporary files the caller closes after accept().
+    files: tuple[Upload, ...] = ()
 
     def spam_context(self, message_bytes: bytes = b"") -> SpamContext:
         """Return what the spam layers see of this post."""
@@ -85,12 +90,6 @@ class Post:
             fill_seconds=self.fill_seconds,
             message_bytes=message_bytes,
         )
-
-    # Deliveries beyond the email (webhooks, Apprise, autoresponse), planned
-    # by the caller from the form's configuration (Services.channels).
-    channels: tuple[Channel, ...] = ()
-    # Received files, in temporary files the caller closes after accept().
-    files: tuple[Upload, ...] = ()
 
     def content(self) -> Content:
         """Return what the visitor sent, as the ledger stores it beside the message.
