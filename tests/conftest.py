@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, BrowserContext
 
 from app import create_app
 from app.ledger import Ledger, make_engine, migrate
 from app.services import EXTENSION
 
+from .chromium import TIMEOUT_MS, launch_chromium
 from .fakeclock import FakeClock
 from .helpers import PG_URL, postgres_or_skip
 from .relay import PKI, Relay
@@ -152,3 +154,26 @@ def app_on_db(make_app: Callable[..., Flask], relay: Relay, database_url: str) -
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless chromium per browser test module; skip when it cannot start."""
+    with launch_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """Open browser contexts with short timeouts; close them after the test."""
+    contexts: list[BrowserContext] = []
+
+    def factory(**options) -> BrowserContext:
+        context = browser.new_context(**options)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
+    yield factory
+    for context in contexts:
+        context.close()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from app.spam import Verdict
 
-from .chromium import TIMEOUT_MS, launch_chromium, require_chromium, serve_wsgi
+from .chromium import require_chromium, serve_wsgi
 from .helpers import services_of
 from .relay import Relay
 
@@ -90,27 +90,6 @@ class SlowChallenges:
         if environ.get("PATH_INFO", "").endswith("/challenge") and self.delay:
             time.sleep(self.delay)
         return self.app(environ, start_response)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
-    contexts: list[BrowserContext] = []
-
-    def factory(**options) -> BrowserContext:
-        context = browser.new_context(**options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context
-
-    yield factory
-    for context in contexts:
-        context.close()
 
 
 def verdict_of_newest(app: Flask) -> tuple[str, list[str]]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from playwright.sync_api import (
-    Browser,
     BrowserContext,
     ConsoleMessage,
     Page,
@@ -24,9 +23,7 @@ from playwright.sync_api import (
 from playwright.sync_api import Error as PlaywrightError
 
 from .chromium import (
-    TIMEOUT_MS,
     artifacts_dir,
-    launch_chromium,
     require_chromium,
     serve_wsgi,
     text_body,
@@ -41,13 +38,6 @@ SUBJECT = "Grüße 你好 👋 café"
 MESSAGE = "Hello from the browser.\nLine two: 你好 👋 café <b>not bold</b> & more."
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless chromium for the module; skip when it cannot start."""
-    with launch_chromium() as browser:
-        yield browser
-
-
 @pytest.fixture
 def live_app(make_app: Callable[..., Flask], relay: Relay) -> Flask:
     """The app the browser talks to, delivering to the test relay."""
@@ -59,22 +49,6 @@ def live_server(live_app: Flask) -> Iterator[str]:
     """Serve the app on a loopback port; return its base URL."""
     with serve_wsgi(live_app) as base:
         yield base
-
-
-@pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
-    """Open browser contexts with short timeouts; close them after the test."""
-    contexts: list[BrowserContext] = []
-
-    def factory(**options) -> BrowserContext:
-        context = browser.new_context(**options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context
-
-    yield factory
-    for context in contexts:
-        context.close()
 
 
 @pytest.fixture

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from .chromium import (
-    TIMEOUT_MS,
     artifacts_dir,
-    launch_chromium,
     require_chromium,
     serve_wsgi,
 )
@@ -56,27 +54,6 @@ THANKS = "Thank you! Your message has been received."
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
-    contexts: list[BrowserContext] = []
-
-    def factory(**options) -> BrowserContext:
-        context = browser.new_context(**options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context
-
-    yield factory
-    for context in contexts:
-        context.close()
 
 
 @pytest.fixture

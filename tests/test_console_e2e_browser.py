@@ -17,7 +17,6 @@ from playwright.sync_api import Browser, Page, expect
 from .chromium import (
     TIMEOUT_MS,
     artifacts_dir,
-    launch_chromium,
     require_chromium,
     serve_wsgi,
 )
@@ -30,12 +29,6 @@ EMAIL = "owner@example.com"
 PASSWORD = "correct horse battery"
 SITE = "https://www.example.com"
 RLO = "\u202e"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

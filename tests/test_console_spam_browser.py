@@ -12,18 +12,12 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .chromium import TIMEOUT_MS, launch_chromium, require_chromium, serve_wsgi
+from .chromium import TIMEOUT_MS, require_chromium, serve_wsgi
 from .helpers import deliver, ledger_of, spam_verdict, store_verdict
 from .test_console_e2e_browser import console, log_in, post  # noqa: F401
 
 pytestmark = pytest.mark.browser
 require_chromium()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from app.ledger import dedupe_digest
 from .chromium import (
     TIMEOUT_MS,
     artifacts_dir,
-    launch_chromium,
     require_chromium,
     serve_wsgi,
     text_body,
@@ -194,13 +193,6 @@ class Setup:
 
     def rows(self) -> list:
         return self.app.extensions["formpost"].ledger.rows()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless chromium for the module; skip when it cannot start."""
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

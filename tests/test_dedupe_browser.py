@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, Request, expect
 
-from .chromium import TIMEOUT_MS, launch_chromium, require_chromium, serve_wsgi
+from .chromium import TIMEOUT_MS, require_chromium, serve_wsgi
 from .helpers import deliver, ledger_of
 from .relay import Relay
 
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.browser
 
 RECEIPT = re.compile(r"[A-Z0-9]{4}-[A-Z0-9]{4}")
 MESSAGE = "Do you ship to Iceland?\nThanks, Zoë"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .chromium import TIMEOUT_MS, launch_chromium, require_chromium, serve_wsgi
+from .chromium import TIMEOUT_MS, require_chromium, serve_wsgi
 from .helpers import deliver
 from .relay import Relay
 
@@ -58,12 +58,6 @@ document.getElementById("fetched").addEventListener("submit", async (event) => {
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
-from .chromium import TIMEOUT_MS, artifacts_dir, launch_chromium, require_chromium
+from .chromium import TIMEOUT_MS, artifacts_dir, require_chromium
 from .chromium import serve_wsgi as serve_formpost
 from .helpers import deliver
 from .relay import Relay
@@ -57,12 +57,6 @@ class Site:
 
     def rows(self) -> list:
         return self.app.extensions["formpost"].ledger.rows()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
