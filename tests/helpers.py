@@ -13,9 +13,10 @@ import time
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, update
+from sqlalchemy import event, func, select, update
 
 from app.ledger import Claimed, Ledger, submissions
+from app.ledger.schema import attachment_chunks, attachments
 from app.message import Envelope
 from app.services import EXTENSION, Services
 from app.spam import Reason, Verdict
@@ -216,3 +217,29 @@ def store_verdict(
             conn.exec_driver_sql(
                 "UPDATE ledger_counters SET value = value - 1 WHERE name = 'backlog'"
             )
+
+
+def counts(app: Flask) -> tuple[int, int, int]:
+    engine = app.extensions["formpost"].ledger.engine
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(select(func.count()).select_from(table)).scalar()
+            for table in (submissions, attachments, attachment_chunks)
+        )
+
+
+def open_temp_files(app: Flask) -> list[str]:
+    """Anonymous temporary files in the app's spool this process holds open.
+
+    (The test client spools large bodies it sends to /tmp: not ours.)
+    """
+    spool = os.path.join(app.instance_path, "uploads")
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(spool):
+            found.append(target)
+    return found

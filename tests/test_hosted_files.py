@@ -8,7 +8,7 @@ from html import unescape
 
 import pytest
 
-from .helpers import deliver, ledger_of, post_form
+from .helpers import counts, deliver, ledger_of, open_temp_files, post_form
 
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + b"0" * 2000
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200
@@ -77,6 +77,8 @@ def test_a_refused_file_is_named_and_the_text_is_kept(files_app, files, status, 
     assert "My long message, typed with care." in page
     assert 'value="Ada Lovelace"' in page
     assert ledger_of(files_app).rows() == []
+    assert counts(files_app) == (0, 0, 0)
+    assert open_temp_files(files_app) == []
 
 
 def test_without_files_the_hosted_form_refuses_nothing_new(files_app):

@@ -9,10 +9,9 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
-from app.ledger.schema import attachment_chunks, attachments, submissions
-
+from ..helpers import counts, deliver, open_temp_files
 from ..relay import Relay
 from .posting import FIELDS, JSON, SITE, post
 
@@ -35,32 +34,6 @@ def pdf(size: int) -> bytes:
 def files(*items: tuple[str, bytes]) -> list[tuple[io.BytesIO, str, str]]:
     # The client's Content-Type is a lie on purpose: it must not matter.
     return [(io.BytesIO(data), name, "application/pdf") for name, data in items]
-
-
-def counts(app: Flask) -> tuple[int, int, int]:
-    engine = app.extensions["formpost"].ledger.engine
-    with engine.connect() as conn:
-        return tuple(
-            conn.execute(select(func.count()).select_from(table)).scalar()
-            for table in (submissions, attachments, attachment_chunks)
-        )
-
-
-def open_temp_files(app: Flask) -> list[str]:
-    """Anonymous temporary files in the app's spool this process holds open.
-
-    (The test client spools large bodies it sends to /tmp: not ours.)
-    """
-    spool = os.path.join(app.instance_path, "uploads")
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(spool):
-            found.append(target)
-    return found
 
 
 @pytest.fixture
@@ -143,6 +116,38 @@ def test_the_type_comes_from_the_bytes_not_the_name(files_app, name, data, found
         assert counts(files_app) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("sent", "status", "code"),
+    [
+        ((("a.pdf", pdf(700 * KB)), ("b.pdf", pdf(700 * KB))), 413, "FILES_TOO_LARGE"),
+        ((("a.pdf", pdf(1100 * KB)),), 413, "FILE_TOO_LARGE"),
+        ((("invoice.pdf", EXE + b"\x00" * (300 * KB)),), 415, "FILE_TYPE"),
+    ],
+    ids=["total", "one-file", "type"],
+)
+def test_a_refused_file_past_the_memory_spool_leaves_nothing(
+    make_app, relay, database_url, sent, status, code
+):
+    """Files larger than the in-memory spool are on disk when refused: the
+    temporary files are closed (gone) and nothing reaches the tables."""
+    app = make_app(
+        relay.env(
+            ALLOWED_ORIGINS=SITE,
+            DATABASE_URL=database_url,
+            ATTACHMENTS_MAX_FILES="3",
+            ATTACHMENTS_MAX_FILE_SIZE="1MB",
+            ATTACHMENTS_MAX_TOTAL_SIZE="1MB",
+        )
+    )
+    client = app.test_client()
+    answer = post(client, {**FIELDS, "attachment": files(*sent)}, headers=JSON)
+    assert answer.status_code == status, answer.json
+    assert [e["code"] for e in answer.json["errors"]] == [code]
+    assert counts(app) == (0, 0, 0)
+    assert open_temp_files(app) == []
+    assert deliver(app) == 0 and relay.received == []
+
+
 def test_a_form_of_images_refuses_a_pdf(make_app, relay):
     app = make_app(
         relay.env(
@@ -152,9 +157,11 @@ def test_a_form_of_images_refuses_a_pdf(make_app, relay):
     client = app.test_client()
     refused = post(client, {**FIELDS, "f": files(("a.pdf", pdf(300)))}, headers=JSON)
     assert refused.status_code == 415
+    assert counts(app) == (0, 0, 0)
     png = PNG_HEAD + b"\x00" * 100
     taken = post(client, {**FIELDS, "f": files(("a.png", png))}, headers=JSON)
     assert taken.status_code == 200
+    assert counts(app) == (1, 1, 1)
 
 
 def test_files_are_stored_in_chunks_with_the_row(files_app):
