@@ -323,13 +323,18 @@ def receive_parsed(
     so the same limits, types and names apply. Close the result.
     """
     uploads = Uploads()
+    receiver: Receiver | None = None
     try:
         for field_name, filename, stream in parts:
             receiver = Receiver(settings, field_name, filename, uploads, spool_dir)
             while chunk := stream.read(64 * 1024):
                 receiver.write(chunk)
             receiver.finish()
+            receiver = None
     except BaseException:
+        # The file being read when it failed is not among the uploads yet.
+        if receiver is not None:
+            receiver.discard()
         uploads.close()
         raise
     return uploads
