@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     String,
     bindparam,
+    case,
     delete,
     func,
     select,
@@ -249,10 +250,17 @@ def retry(
         where.append(c.id.in_(list(delivery_ids)))
     targets = select(c.target).where(*where, c.state == "disabled")
     conn.execute(delete(disabled_targets).where(disabled_targets.c.target.in_(targets)))
+    # As the email's retry (actions.retry_now): a failed or disabled delivery
+    # starts a new give-up window; a pending one only becomes due now, so
+    # retrying it again and again cannot keep it from ever expiring.
     return conn.execute(
         update(deliveries)
         .where(*where)
-        .values(state="pending", next_attempt_at=now, queued_at=now)
+        .values(
+            state="pending",
+            next_attempt_at=now,
+            queued_at=case((c.state == "pending", c.queued_at), else_=now),
+        )
     ).rowcount
 
 
