@@ -10,12 +10,14 @@ and the receiver's expectations (a 3xx is retried like any other non-2xx).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -174,6 +176,12 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
+@functools.lru_cache(maxsize=1)
+def default_tls() -> ssl.SSLContext:
+    """Return the system's TLS context, loaded once (not per webhook call)."""
+    return ssl.create_default_context()
+
+
 def send(
     request: Request,
     timeout: float,
@@ -192,17 +200,23 @@ def send(
     addresses = resolve_checked(host, port, allow_private)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     last: Exception | None = None
+    ctx = (context or default_tls()) if https else None
+    # One deadline for the whole attempt, whatever the number of addresses
+    # tried: the attempt must end within its lease.
+    deadline = time.monotonic() + timeout
     for address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransientError(f"no answer within {timeout:g} s")
         conn: http.client.HTTPConnection
-        if https:
-            ctx = context or ssl.create_default_context()
-            conn = _PinnedHTTPS(host, port, address, timeout, ctx)
+        if ctx is not None:
+            conn = _PinnedHTTPS(host, port, address, left, ctx)
         else:
-            conn = _PinnedHTTP(host, port, address, timeout)
+            conn = _PinnedHTTP(host, port, address, left)
         # The socket timeout bounds each read; this bounds the attempt, so a
         # receiver answering a byte at a time cannot outlast the lease.
         cut = threading.Event()
-        timer = threading.Timer(timeout, _cut, args=(conn, cut))
+        timer = threading.Timer(left, _cut, args=(conn, cut))
         timer.start()
         try:
             conn.request("POST", path, body=request.body, headers=request.headers)
