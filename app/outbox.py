@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
@@ -92,7 +92,7 @@ class OutboxSettings:
     mail_max_size: int = 0
     # Where the console is (PUBLIC_URL) and the key that signs file links.
     public_url: str | None = None
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> OutboxSettings:
