@@ -510,7 +510,6 @@ def _attachments(env: _Env) -> dict[str, Any]:
     size = env.text("ATTACHMENTS_MAX_FILE_SIZE") or "10MB"
     total = env.text("ATTACHMENTS_MAX_TOTAL_SIZE") or "20MB"
     types = env.items("ATTACHMENTS_TYPES") or list(DEFAULT_ATTACHMENT_TYPES)
-    public = env.text("PUBLIC_URL")
     per_file = parse_size("ATTACHMENTS_MAX_FILE_SIZE", size)
     together = parse_size("ATTACHMENTS_MAX_TOTAL_SIZE", total)
     if together < per_file:
@@ -525,8 +524,6 @@ def _attachments(env: _Env) -> dict[str, Any]:
         "ATTACHMENTS_TYPES": parse_media_types("ATTACHMENTS_TYPES", types),
         # 0: only the relay's advertised SIZE bounds a message with files.
         "MAIL_MAX_SIZE": env.integer("MAIL_MAX_SIZE", 0, 0, 2**31),
-        # Where owners reach this Formpost: for links in emails (files).
-        "PUBLIC_URL": parse_origin("PUBLIC_URL", public) if public else None,
         **_clamd(env),
     }
 

@@ -54,8 +54,10 @@ class Services:
     spam_defaults: SpamSettings = field(default_factory=SpamSettings)
 
     def spam_settings(self, form_id: str) -> SpamSettings:
-        """Return the spam settings of a form (the hosted form: the defaults)."""
-        form = self.forms.get(form_id)
+        """Return the spam settings of a form (the hosted form: the default's)."""
+        # As channels(): the hosted page is the default form, even where
+        # FORMS_FILE names a form "hosted".
+        form = self.forms.get(FORM_OF.get(form_id, form_id))
         return form.spam if form is not None else self.spam_defaults
 
     notify: NotifySettings = NotifySettings()

@@ -35,16 +35,6 @@ if TYPE_CHECKING:
     from ..services import Services
 
 LAYER = "rules"
-RULES = (
-    "honeypot",
-    "blocked_network",
-    "blocked_word",
-    "blocked_pattern",
-    "blocked_email_domain",
-    "fill_time",
-    "links",
-    "repeated_body",
-)
 FILL_TIME_SCORE = 3.0
 # One link over the form's allowance is a nudge (2.5, under the default
 # quarantine_at of 5); each further one adds 1, up to 5.
