@@ -255,3 +255,20 @@ def test_a_quarantined_post_gets_no_channel_until_released(
     assert len(receiver.received()) == 1
     assert deliver(app) == 1
     assert [r.rcpt_tos for r in relay.received] == [["sales@example.com"]]
+
+
+def test_a_dropped_post_gets_no_channel_until_released(
+    make_app, relay, tmp_path, database_url, receiver
+):
+    """A honeypot post is stored as dropped: no webhook, no autoresponse, no
+    email; released, only its webhook follows."""
+    toml = forms_toml(webhook=receiver.url)
+    app, clock = notify_app(make_app, relay, tmp_path, toml, DATABASE_URL=database_url)
+    receipt = post(app, _gotcha="x")
+    assert ledger_of(app).row(receipt).state == "dropped"
+    assert states(app, receipt) == {}
+    assert notify(app, clock) == 0 and receiver.received() == []
+    assert deliver(app) == 0 and relay.received == []
+
+    assert services_of(app).release([receipt], by="test") == 1
+    assert states(app, receipt) == {"webhook": "pending"}
