@@ -132,16 +132,25 @@ def main() -> None:
         help="a PostgreSQL URL (postgresql+psycopg://...): a throw-away schema "
         "is made there and dropped",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the harness runs; print the figures but do not judge them",
+    )
     args = parser.parse_args()
     if args.postgres:
         with throwaway_schema(args.postgres) as url:
-            measure(args.megabytes, url)
+            measure(args.megabytes, url, args.smoke)
     else:
-        measure(args.megabytes, None)
+        measure(args.megabytes, None, args.smoke)
 
 
-def measure(megabytes: int, database_url: str | None) -> None:
-    """Run gunicorn, upload, print the worker's peak RSS increase; exit 1 if over."""
+def measure(megabytes: int, database_url: str | None, smoke: bool = False) -> None:
+    """Run gunicorn, upload, print the worker's peak RSS increase; exit 1 if over.
+
+    With `smoke`, the figure is printed but not judged (make test's smoke run:
+    under a loaded test suite the peak moves by a megabyte or more).
+    """
     size = megabytes * 1024 * 1024
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -181,7 +190,7 @@ def measure(megabytes: int, database_url: str | None) -> None:
     print(f"increase:          {increase:.2f} MB (target: under {TARGET_MB:g} MB)")
     ok = increase < TARGET_MB
     print("result:            " + ("met" if ok else "MISSED"))
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if ok or smoke else 1)
 
 
 if __name__ == "__main__":
